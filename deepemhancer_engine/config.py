@@ -1,0 +1,154 @@
+"""Frozen configuration dataclasses, one per pipeline stage, and the option enums.
+
+Every value is validated in ``__post_init__`` with a message that quotes it, so a bad option fails
+before any file is read. Library functions take these objects keyword-only.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import InputError
+
+#: Edge of the cubes the network sees (voxels at 1 A/voxel), as in the paper.
+TILE_SIZE = 64
+#: Default distance between cube starts. The original uses 16 (64 cubes per voxel); Gaussian
+#: blending at this stride gives the same map with far fewer cubes (see benchmarks/speed.py).
+DEFAULT_STRIDE = 32
+#: Voxel size the networks were trained at (A/voxel).
+WORKING_VOXEL_SIZE = 1.0
+#: Standard deviation of the solvent noise after normalisation (paper: mean 0, std 0.1).
+NOISE_TARGET_STD = 0.1
+
+
+class ModelName(str, enum.Enum):
+    """Named models, spelled as in the original DeepEMhancer (``-p``)."""
+
+    TIGHT = "tightTarget"
+    WIDE = "wideTarget"
+    HIGHRES = "highRes"
+    MASKED = "maskNormalized"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class NormMode(str, enum.Enum):
+    """How the input is brought to noise mean 0 / std 0.1."""
+
+    AUTO = "auto"  # estimate the noise outside the molecule
+    STATS = "stats"  # --noiseStats MEAN STD
+    MASK = "mask"  # -m MASK, with the mask-normalised model
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class BlendMode(str, enum.Enum):
+    """How overlapping cubes are combined."""
+
+    GAUSSIAN = "gaussian"
+    CONSTANT = "constant"  # uniform averaging, like the original
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def parse_option(enum_cls: type[enum.Enum], value: object, what: str) -> enum.Enum:
+    """Return the member of ``enum_cls`` named by ``value`` or raise a "did you mean" InputError."""
+    if isinstance(value, enum_cls):
+        return value
+    text = str(value)
+    for member in enum_cls:
+        if text == member.value or text.lower() == member.value.lower():
+            return member
+    valid = [m.value for m in enum_cls]
+    close = difflib.get_close_matches(text, valid, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise InputError(f"invalid {what} {text!r}: choose one of {', '.join(valid)}{hint}")
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise InputError(f"{name} must be positive, got {value!r}")
+
+
+@dataclass(frozen=True)
+class NormalizationConfig:
+    """Input normalisation. ``noise_mean``/``noise_std`` only with STATS; ``mask`` only with MASK."""
+
+    mode: NormMode = NormMode.AUTO
+    noise_mean: float | None = None
+    noise_std: float | None = None
+    mask: Path | None = None
+    target_std: float = NOISE_TARGET_STD
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", parse_option(NormMode, self.mode, "normalisation mode"))
+        if self.mode is NormMode.STATS:
+            if self.noise_mean is None or self.noise_std is None:
+                raise InputError("noise statistics mode needs both a mean and a standard deviation")
+            _positive("noise standard deviation (--noiseStats)", self.noise_std)
+        if self.mode is NormMode.MASK and self.mask is None:
+            raise InputError("mask normalisation needs a mask file (-m MASK)")
+        _positive("target noise std", self.target_std)
+
+
+@dataclass(frozen=True)
+class TilingConfig:
+    """Cube size, distance between cube starts, and how overlaps are blended."""
+
+    tile: int = TILE_SIZE
+    stride: int = DEFAULT_STRIDE
+    blend: BlendMode = BlendMode.GAUSSIAN
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "blend", parse_option(BlendMode, self.blend, "blend mode"))
+        if int(self.tile) != self.tile or self.tile < 8:
+            raise InputError(f"cube size must be an integer of at least 8, got {self.tile!r}")
+        if int(self.stride) != self.stride or not 1 <= self.stride <= self.tile:
+            raise InputError(
+                f"stride must be an integer between 1 and the cube size {self.tile}, got {self.stride!r}"
+            )
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Where and how the network runs."""
+
+    device: str = "auto"  # auto | cpu | cuda
+    gpu_ids: tuple[int, ...] = ()
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise InputError(f"invalid device {self.device!r}: choose one of auto, cpu, cuda")
+        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
+            raise InputError(f"batch size must be a positive integer, got {self.batch_size!r}")
+        object.__setattr__(self, "gpu_ids", tuple(int(g) for g in self.gpu_ids))
+        if any(g < 0 for g in self.gpu_ids):
+            raise InputError(f"GPU ids must be non-negative, got {list(self.gpu_ids)}")
+
+
+@dataclass(frozen=True)
+class EnhanceConfig:
+    """Everything one enhancement run needs besides the input maps."""
+
+    model: ModelName = ModelName.TIGHT
+    weights: Path | None = None  # overrides the registry
+    normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
+    tiling: TilingConfig = field(default_factory=TilingConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    cleaning_strength: float | None = None  # None or <= 0: off
+    working_voxel_size: float = WORKING_VOXEL_SIZE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model", parse_option(ModelName, self.model, "model"))
+        _positive("working voxel size", self.working_voxel_size)
+        if self.cleaning_strength is not None and self.cleaning_strength > 1:
+            raise InputError(
+                f"cleaning strength must be between 0 and 1, got {self.cleaning_strength!r}"
+            )
