@@ -1,0 +1,244 @@
+"""deepemhancer: enhance cryo-EM maps with a 3D U-Net (DeepEMhancer, in PyTorch).
+
+Typical use::
+
+    deepemhancer -i half1.mrc -i2 half2.mrc -o enhanced.mrc
+    deepemhancer -i map.mrc -o enhanced.mrc -p wideTarget
+    deepemhancer -i half1.mrc -i2 half2.mrc -o enhanced.mrc -m mask.mrc
+
+Other commands: ``deepemhancer info`` (model cards), ``deepemhancer evaluate`` (metrics and
+honesty checks), ``deepemhancer simulate`` / ``deepemhancer train`` (training data and trainer).
+
+Exit codes: 0 success, 2 bad input, 3 weights problem, 4 device or memory problem, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+from .version import __version__
+
+log = logging.getLogger("deepemhancer_engine")
+
+#: Subcommands: first word -> module providing ``add_args(parser)`` and ``run(args) -> int``.
+SUBCOMMANDS = {
+    "info": ("deepemhancer_engine.info", "print the model cards of the shipped models"),
+    "evaluate": ("deepemhancer_engine.evaluate", "metrics, baselines and honesty checks"),
+    "simulate": ("deepemhancer_engine.training.cli", "simulate training pairs from atomic models"),
+    "train": ("deepemhancer_engine.training.cli", "train a model on simulated pairs"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deepemhancer",
+        description=__doc__.split("\n\n")[0],
+        epilog="Commands: " + "; ".join(f"'deepemhancer {k}' to {v[1]}" for k, v in SUBCOMMANDS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    main = parser.add_argument_group("Main")
+    main.add_argument("-i", "--inputMap", dest="input", required=True, metavar="MAP",
+                      help="input map, or half map 1 when -i2 is given (.mrc, .map, .mrc.gz)")
+    main.add_argument("-i2", "--halfMap2", dest="half2", metavar="HALF2",
+                      help="half map 2; the two halves are averaged")
+    main.add_argument("-o", "--outputMap", dest="output", required=True, metavar="OUT",
+                      help="output map (MRC); keeps the input's shape, voxel size and origin")
+    main.add_argument("-p", "--processingType", dest="model", default="tightTarget",
+                      metavar="{tightTarget,wideTarget,highRes}",
+                      help="model: tightTarget (default), wideTarget (wider mask), highRes (maps < 4 A)")
+    norm = parser.add_argument_group("Normalisation (default: automatic noise estimation)")
+    excl = norm.add_mutually_exclusive_group()
+    excl.add_argument("-m", "--binaryMask", dest="mask", metavar="MASK",
+                      help="mask (values 0..1) around the molecule; uses the mask-normalised model")
+    excl.add_argument("--noiseStats", nargs=2, type=float, metavar=("MEAN", "STD"),
+                      help="mean and standard deviation of the solvent noise of the input")
+    extra = parser.add_argument_group("Additional")
+    extra.add_argument("--cleaningStrength", "--cleaningStrengh", dest="cleaning", type=float, default=None,
+                       help="remove small disconnected blobs (0..1; off by default)")
+    extra.add_argument("-b", "--batch_size", dest="batch_size", type=int, default=8,
+                       help="cubes per network call (default 8); lower it on GPU out-of-memory")
+    extra.add_argument("-g", "--gpuIds", dest="gpu", default=None, metavar="IDS",
+                      help="GPU ids, e.g. 0 or 0,1 (first is used); -1 = CPU")
+    extra.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                       help="where the network runs (default auto: GPU when there is one)")
+    extra.add_argument("-s", "--samplingRate", dest="sampling", type=float, default=None,
+                       help="voxel size in A, overriding the header's")
+    extra.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    adv = parser.add_argument_group("Advanced")
+    from .config import DEFAULT_STRIDE
+
+    adv.add_argument("--stride", type=int, default=DEFAULT_STRIDE,
+                     help=f"voxels between cube starts (default {DEFAULT_STRIDE}; the original used 16)")
+    adv.add_argument("--blend", choices=("gaussian", "constant"), default="gaussian",
+                     help="gaussian (default) or constant (uniform averaging, like the original)")
+    adv.add_argument("--weights", default=None, metavar="PATH.pt",
+                     help="use these weights (model card PATH.json beside it) instead of -p")
+    out = parser.add_argument_group("Output")
+    out.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    out.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    out.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    out.add_argument("--version", action="version", version=f"deepemhancer {__version__}")
+    return parser
+
+
+def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", force=True)
+
+
+def _gpu_ids(text: str | None) -> tuple[str, tuple[int, ...]]:
+    """Parse ``-g``: None -> (auto, ()), "-1" -> (cpu, ()), "0,1" -> (cuda, (0, 1))."""
+    from .errors import InputError
+
+    if text is None or not text.strip():
+        return "auto", ()
+    try:
+        ids = tuple(int(t) for t in text.replace(" ", "").split(",") if t)
+    except ValueError:
+        raise InputError(f"invalid GPU ids {text!r}: expected e.g. 0 or 0,1 (or -1 for CPU)") from None
+    if ids and all(i < 0 for i in ids):
+        return "cpu", ()
+    return "cuda", ids
+
+
+def config_from_args(args: argparse.Namespace):
+    """Turn parsed options into an :class:`EnhanceConfig` (validation happens there)."""
+    from pathlib import Path
+
+    from .config import EnhanceConfig, InferenceConfig, NormalizationConfig, TilingConfig
+
+    if args.mask:
+        norm = NormalizationConfig(mode="mask", mask=Path(args.mask))
+    elif args.noiseStats:
+        norm = NormalizationConfig(mode="stats", noise_mean=args.noiseStats[0], noise_std=args.noiseStats[1])
+    else:
+        norm = NormalizationConfig()
+    device, ids = _gpu_ids(args.gpu)
+    if args.device != "auto":
+        device = args.device
+        if device == "cpu":
+            ids = ()
+    return EnhanceConfig(
+        model=args.model,
+        weights=Path(args.weights) if args.weights else None,
+        normalization=norm,
+        tiling=TilingConfig(stride=args.stride, blend=args.blend),
+        inference=InferenceConfig(device=device, gpu_ids=ids, batch_size=args.batch_size),
+        cleaning_strength=args.cleaning,
+    )
+
+
+class ProgressReporter:
+    """A live line on a terminal; otherwise a log line every 10 % or 30 s."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.start = time.perf_counter()
+        self.last_log = 0.0
+        self.last_frac = -1.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter() - self.start
+        frac = done / max(total, 1)
+        eta = now / frac - now if frac > 0 else float("nan")
+        msg = f"cubes {done}/{total} ({100 * frac:.0f}%), {now:.0f} s elapsed, ~{eta:.0f} s left"
+        if self.tty and log.isEnabledFor(logging.INFO):
+            self.stream.write("\r" + msg + ("\n" if done >= total else ""))
+            self.stream.flush()
+        elif done >= total or frac - self.last_frac >= 0.1 or now - self.last_log >= 30:
+            log.info(msg)
+            self.last_log, self.last_frac = now, frac
+
+
+def _raise_on_sigterm() -> None:
+    """Turn SIGTERM into an exception so that temporary files are removed on the way out."""
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt("terminated")
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not in the main thread
+        pass
+
+
+def run_enhance(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    return _guarded(lambda: _enhance(args), args.debug)
+
+
+def _enhance(args: argparse.Namespace) -> int:
+    from .pipeline import enhance_file
+
+    config = config_from_args(args)
+    inputs = [args.input] + ([args.half2] if args.half2 else [])
+    t0 = time.perf_counter()
+    if args.sampling is not None:
+        log.warning("-s/--samplingRate %.4g overrides the voxel size in the header", args.sampling)
+    out = enhance_file(inputs, args.output, config=config, force=args.force,
+                       progress=ProgressReporter(), voxel_size=args.sampling)
+    log.info("Done in %.1f s: %s", time.perf_counter() - t0, out)
+    return 0
+
+
+def _guarded(func, debug: bool) -> int:
+    """Run ``func`` mapping engine errors to one stderr line and an exit code."""
+    from .errors import DeepEMhancerError
+
+    _raise_on_sigterm()
+    try:
+        return int(func() or 0)
+    except DeepEMhancerError as exc:
+        if debug:
+            raise
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return exc.exit_code
+    except MemoryError:
+        if debug:
+            raise
+        print("error: out of memory; use a smaller map, fewer cubes per call (-b) or a bigger machine",
+              file=sys.stderr)
+        return 4
+    except KeyboardInterrupt as exc:
+        if debug:
+            raise
+        print(f"error: {'terminated' if str(exc) == 'terminated' else 'interrupted'}; no output written",
+              file=sys.stderr)
+        return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``deepemhancer`` command; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        name, rest = argv[0], argv[1:]
+        module = importlib.import_module(SUBCOMMANDS[name][0])
+        parser = argparse.ArgumentParser(prog=f"deepemhancer {name}", description=SUBCOMMANDS[name][1])
+        add = getattr(module, f"add_{name}_args", None) or module.add_args
+        run = getattr(module, f"run_{name}", None) or module.run
+        add(parser)
+        parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+        if not any(a.dest == "verbose" for a in parser._actions):
+            parser.add_argument("-v", "--verbose", action="count", default=0)
+        args = parser.parse_args(rest)
+        setup_logging(getattr(args, "verbose", 0), getattr(args, "quiet", False))
+        return _guarded(lambda: run(args), args.debug)
+    if argv and argv[0] == "enhance":
+        argv = argv[1:]
+    return run_enhance(argv)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

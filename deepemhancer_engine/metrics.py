@@ -1,0 +1,330 @@
+"""Map-quality metrics written once: FSC, resolution, real-space CC, Guinier B, sharpening, masks.
+
+Conventions: arrays are ``[z, y, x]`` float32, voxel sizes ``(x, y, z)`` in A, spatial frequencies
+``s`` in 1/A. Shells are ``1 / L`` wide, ``L`` the longest box edge in A, and reach the Nyquist
+frequency of the coarsest axis (corners beyond it are left out). Fourier sums use the half
+transform (``rfftn``) with the Hermitian-pair weight 2, so they equal full-transform sums.
+
+Used by ``deepemhancer evaluate`` and ``benchmarks/quality.py``; definitions follow
+docs/peers.md section 10 (map-model FSC as in phenix.mtriage, CC_mask/CC_box as in
+phenix.map_model_cc) and section 8 (RELION postprocess: FSC weighting sqrt(2 FSC / (1 + FSC)),
+Guinier fit from 10 A to the FSC-0.143 resolution, sharpening by the fitted B, low-pass with a
+raised-cosine edge).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.fft
+from scipy import ndimage
+
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+#: Electron scattering factor of carbon, 5 Gaussians in (sin(theta)/lambda)^2 (Int. Tables C 4.3.2.2,
+#: as in gemmi's ``Element("C").c4322``); used for the phenix-style CC_mask atom radius.
+_C_ELECTRON_A = (0.0893, 0.2563, 0.757, 1.0487, 0.3575)
+_C_ELECTRON_B = (0.2465, 1.71, 6.4094, 18.6113, 50.2523)
+
+
+@dataclass(frozen=True)
+class FSCCurve:
+    """A Fourier shell correlation curve: shell centres ``freq`` (1/A), ``fsc``, ``n`` coefficients."""
+
+    freq: np.ndarray
+    fsc: np.ndarray
+    n: np.ndarray
+
+    def resolution(self, threshold: float) -> float:
+        """Resolution (A) where the curve first drops below ``threshold``; see :func:`resolution_at`."""
+        return resolution_at(self, threshold)
+
+
+def _xyz(voxel_size: float | Sequence[float]) -> tuple[float, float, float]:
+    if np.ndim(voxel_size) == 0:
+        v = float(voxel_size)  # type: ignore[arg-type]
+        vs = (v, v, v)
+    else:
+        vs = tuple(float(v) for v in voxel_size)  # type: ignore[union-attr]
+    if len(vs) != 3 or not all(v > 0 for v in vs):
+        raise InputError(f"voxel size must be one or three positive numbers (x, y, z), got {voxel_size!r}")
+    return vs  # type: ignore[return-value]
+
+
+@functools.lru_cache(maxsize=4)
+def _shells(shape: tuple[int, int, int], voxel_size: tuple[float, float, float]):
+    """Shell index (-1 beyond Nyquist), Hermitian weights, |s| of the rfft grid and shell centres."""
+    nz, ny, nx = shape
+    vx, vy, vz = voxel_size
+    fz = np.fft.fftfreq(nz, d=vz)[:, None, None]
+    fy = np.fft.fftfreq(ny, d=vy)[None, :, None]
+    fx = np.fft.rfftfreq(nx, d=vx)[None, None, :]
+    s = np.sqrt(fz**2 + fy**2 + fx**2)
+    width = 1.0 / max(nx * vx, ny * vy, nz * vz)
+    n_shells = int(math.floor(0.5 / max(voxel_size) / width + 1e-6)) + 1
+    index = np.rint(s / width).astype(np.int64)
+    index[index >= n_shells] = -1
+    weight = np.full(fx.shape, 2.0)
+    weight[..., 0] = 1.0
+    if nx % 2 == 0:
+        weight[..., -1] = 1.0
+    weight = np.broadcast_to(weight, s.shape)
+    return index, weight, s, np.arange(n_shells) * width
+
+
+def _rfft(volume: np.ndarray) -> np.ndarray:
+    volume = np.asarray(volume, dtype=np.float32)
+    if volume.ndim != 3:
+        raise InputError(f"a 3D map is needed, got an array of shape {volume.shape}")
+    return scipy.fft.rfftn(volume, workers=-1)
+
+
+def _shell_sum(values: np.ndarray, index: np.ndarray, weight: np.ndarray, n: int) -> np.ndarray:
+    keep = index >= 0
+    return np.bincount(index[keep], weights=(values * weight)[keep], minlength=n)[:n]
+
+
+def fsc(
+    a: np.ndarray, b: np.ndarray, voxel_size: float | Sequence[float], *, mask: np.ndarray | None = None
+) -> FSCCurve:
+    """Fourier shell correlation of two maps of the same shape (optionally both multiplied by ``mask``).
+
+    Example: ``fsc(m, m, 1.0).fsc`` is all ones; for independent noise it scatters around 0 with
+    standard deviation about ``1 / sqrt(n)``.
+    """
+    a = np.asarray(a, dtype=np.float32)
+    b = np.asarray(b, dtype=np.float32)
+    if a.shape != b.shape:
+        raise InputError(f"FSC needs maps of the same shape, got {a.shape} and {b.shape}")
+    if mask is not None:
+        if mask.shape != a.shape:
+            raise InputError(f"mask shape {mask.shape} differs from map shape {a.shape}")
+        a, b = a * mask, b * mask
+    index, weight, _, freq = _shells(a.shape, _xyz(voxel_size))
+    fa, fb = _rfft(a), _rfft(b)
+    n = len(freq)
+    num = _shell_sum((fa * np.conj(fb)).real, index, weight, n)
+    den = np.sqrt(_shell_sum(np.abs(fa) ** 2, index, weight, n) * _shell_sum(np.abs(fb) ** 2, index, weight, n))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        curve = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+    counts = np.bincount(index[index >= 0], weights=weight[index >= 0], minlength=n)[:n]
+    return FSCCurve(freq=freq, fsc=curve, n=counts)
+
+
+def resolution_at(curve: FSCCurve, threshold: float) -> float:
+    """Resolution (A) of the first crossing of ``threshold`` after the DC shell.
+
+    The crossing frequency is interpolated linearly between the last shell at or above the threshold
+    and the first shell below it. A curve that never drops below gives the resolution of the last
+    shell (Nyquist); one already below at the first shell gives that shell's resolution.
+    """
+    f, c = curve.freq, curve.fsc
+    below = np.nonzero(c[1:] < threshold)[0]
+    if below.size == 0:
+        return float(1.0 / f[-1])
+    i = int(below[0]) + 1
+    if i == 1:
+        return float(1.0 / f[1])
+    c0, c1 = c[i - 1], c[i]
+    frac = (c0 - threshold) / (c0 - c1) if c0 != c1 else 0.0
+    return float(1.0 / (f[i - 1] + frac * (f[i] - f[i - 1])))
+
+
+def max_fsc_gain(curve: FSCCurve, reference: FSCCurve, beyond_resolution: float) -> float:
+    """Largest ``curve - reference`` at frequencies finer than ``beyond_resolution`` (A); NaN if none."""
+    sel = curve.freq > 1.0 / beyond_resolution + 1e-9
+    return float(np.max(curve.fsc[sel] - reference.fsc[sel])) if sel.any() else float("nan")
+
+
+def max_fsc_beyond(curve: FSCCurve, beyond_resolution: float) -> float:
+    """Largest FSC at frequencies finer than ``beyond_resolution`` (A); NaN if none."""
+    sel = curve.freq > 1.0 / beyond_resolution + 1e-9
+    return float(np.max(curve.fsc[sel])) if sel.any() else float("nan")
+
+
+def cc(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Pearson correlation of two maps over all voxels, or over the voxels where ``mask`` is true."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise InputError(f"CC needs maps of the same shape, got {a.shape} and {b.shape}")
+    if mask is not None:
+        sel = np.asarray(mask) > 0.5
+        a, b = a[sel], b[sel]
+    if a.size < 2:
+        return float("nan")
+    a = a - a.mean()
+    b = b - b.mean()
+    den = math.sqrt(float(np.dot(a.ravel(), a.ravel())) * float(np.dot(b.ravel(), b.ravel())))
+    return float(np.dot(a.ravel(), b.ravel()) / den) if den > 0 else float("nan")
+
+
+def cc_box(volume: np.ndarray, model_map: np.ndarray) -> float:
+    """CC_box of phenix.map_model_cc: CC over every voxel of the box."""
+    return cc(volume, model_map)
+
+
+def cc_mask(volume: np.ndarray, model_map: np.ndarray, atom_mask: np.ndarray) -> float:
+    """CC_mask of phenix.map_model_cc: CC inside the binary mask of voxels near model atoms."""
+    return cc(volume, model_map, atom_mask)
+
+
+def atom_mask_radius(d_min: float, b_iso: float = 0.0) -> float:
+    """Mask radius (A) around atoms for CC_mask, as phenix.map_model_cc chooses it.
+
+    Twice the first inflection point of the image of a carbon atom (electron scattering, isotropic
+    ``b_iso``) Fourier-truncated at ``d_min``; about 1.7 A at 2 A and 3.2 A at 4 A for B = 0.
+    """
+    if not d_min > 0:
+        raise InputError(f"resolution must be positive, got {d_min!r}")
+    s = np.linspace(0.0, 1.0 / d_min, 2001)
+    ff = sum(a * np.exp(-(b + b_iso) * s**2 / 4.0) for a, b in zip(_C_ELECTRON_A, _C_ELECTRON_B))
+    r = np.arange(0.0, max(10.0, d_min), 0.01)
+    kernel = np.sinc(2.0 * np.outer(r, s))  # sin(2 pi r s) / (2 pi r s)
+    image = np.trapezoid(4 * np.pi * s**2 * ff * kernel, s, axis=1)
+    dxx = np.diff(image, 2)
+    up = np.nonzero(dxx > 0)[0]
+    if up.size == 0:
+        return float(r[-1])
+    return float(2.0 * (r[up[0]] + r[up[0] + 1]) / 2.0)
+
+
+def radial_amplitude(volume: np.ndarray, voxel_size: float | Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Shell centres (1/A) and mean Fourier amplitude per shell (the Guinier plot is its log vs s^2)."""
+    index, weight, _, freq = _shells(np.shape(volume), _xyz(voxel_size))
+    amp = _shell_sum(np.abs(_rfft(volume)), index, weight, len(freq))
+    cnt = _shell_sum(np.ones(index.shape), index, weight, len(freq))
+    return freq, amp / np.maximum(cnt, 1)
+
+
+def fit_bfactor(
+    volume: np.ndarray,
+    voxel_size: float | Sequence[float],
+    *,
+    low_res: float = 10.0,
+    high_res: float,
+) -> float:
+    """B-factor (A^2, positive = decaying) from a straight-line Guinier fit between ``low_res`` and
+    ``high_res`` A: ``ln|F|(s) = c - B s^2 / 4``. Returns 0 with a warning when fewer than 3 shells
+    lie in the range (e.g. maps worse than 10 A)."""
+    freq, amp = radial_amplitude(volume, voxel_size)
+    sel = (freq >= 1.0 / low_res) & (freq <= 1.0 / high_res) & (amp > 0)
+    if sel.sum() < 3:
+        log.warning("Guinier fit: fewer than 3 shells between %.3g and %.3g A; B set to 0", low_res, high_res)
+        return 0.0
+    slope, _ = np.polyfit(freq[sel] ** 2, np.log(amp[sel]), 1)
+    return float(-4.0 * slope)
+
+
+def _filter(volume: np.ndarray, voxel_size, func) -> np.ndarray:
+    """Multiply the transform by ``func(s)`` (s in 1/A) and return the real map."""
+    volume = np.asarray(volume, dtype=np.float32)
+    _, _, s, _ = _shells(volume.shape, _xyz(voxel_size))
+    out = scipy.fft.irfftn(_rfft(volume) * func(s), s=volume.shape, workers=-1)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def apply_bfactor(volume: np.ndarray, voxel_size: float | Sequence[float], bfactor: float) -> np.ndarray:
+    """Multiply amplitudes by ``exp(-B s^2 / 4)``: B > 0 blurs, B < 0 sharpens."""
+    return _filter(volume, voxel_size, lambda s: np.exp(-bfactor * s**2 / 4.0).astype(np.float32))
+
+
+def lowpass(
+    volume: np.ndarray,
+    voxel_size: float | Sequence[float],
+    resolution: float,
+    *,
+    edge_width: float | None = None,
+) -> np.ndarray:
+    """Low-pass at ``resolution`` A with a raised-cosine edge ``edge_width`` (1/A) wide, centred on
+    the cut-off (default two shells, as RELION's ``--filter_edge_width 2``)."""
+    if not resolution > 0:
+        raise InputError(f"low-pass resolution must be positive, got {resolution!r}")
+    vs = _xyz(voxel_size)
+    if edge_width is None:
+        edge_width = 2.0 / max(n * v for n, v in zip(reversed(np.shape(volume)), vs))
+    fc, half = 1.0 / resolution, edge_width / 2.0
+
+    def response(s):
+        t = np.clip((s - (fc - half)) / max(edge_width, 1e-12), 0.0, 1.0)
+        return (0.5 * (1.0 + np.cos(np.pi * t))).astype(np.float32)
+
+    return _filter(volume, vs, response)
+
+
+def fsc_weight(volume: np.ndarray, voxel_size: float | Sequence[float], curve: FSCCurve) -> np.ndarray:
+    """Weight each shell by ``sqrt(2 FSC / (1 + FSC))`` (FSC clipped to [0, 1]; beyond Nyquist 0)."""
+    vs = _xyz(voxel_size)
+    index, _, _, _ = _shells(np.shape(volume), vs)
+    f = np.clip(curve.fsc, 0.0, 1.0)
+    w = np.append(np.sqrt(2.0 * f / (1.0 + f)), 0.0).astype(np.float32)  # index -1 -> 0
+    volume = np.asarray(volume, dtype=np.float32)
+    out = scipy.fft.irfftn(_rfft(volume) * w[index], s=volume.shape, workers=-1)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class SharpenResult:
+    """Output of :func:`auto_sharpen`: the map, the fitted B (A^2), the resolution used (A), the FSC."""
+
+    volume: np.ndarray
+    bfactor: float
+    resolution: float
+    fsc: FSCCurve
+
+
+def auto_sharpen(
+    half1: np.ndarray,
+    half2: np.ndarray,
+    voxel_size: float | Sequence[float],
+    *,
+    resolution: float | None = None,
+    low_res: float = 10.0,
+    mask: np.ndarray | None = None,
+) -> SharpenResult:
+    """RELION-style automatic global sharpening of the average of two half maps.
+
+    FSC of the halves (masked when ``mask`` is given, no phase-randomisation correction) -> FSC
+    weighting of the average -> Guinier fit of the weighted map from ``low_res`` to the resolution
+    -> sharpening by ``-B`` -> low-pass at the resolution with a raised-cosine edge. ``resolution``
+    overrides the FSC-0.143 resolution (needed when the "halves" are one map twice).
+    """
+    vs = _xyz(voxel_size)
+    curve = fsc(half1, half2, vs, mask=mask)
+    res = float(resolution) if resolution else curve.resolution(0.143)
+    average = 0.5 * (np.asarray(half1, dtype=np.float32) + np.asarray(half2, dtype=np.float32))
+    weighted = fsc_weight(average, vs, curve)
+    bfac = fit_bfactor(weighted, vs, low_res=low_res, high_res=res)
+    sharp = lowpass(apply_bfactor(weighted, vs, -bfac), vs, res)
+    log.info("Auto-sharpening: resolution %.2f A, Guinier B %.1f A^2 (fit %.3g-%.3g A)", res, bfac, low_res, res)
+    return SharpenResult(volume=sharp, bfactor=bfac, resolution=res, fsc=curve)
+
+
+def soft_edge(binary: np.ndarray, voxel_size: float | Sequence[float], width: float) -> np.ndarray:
+    """Soft mask: 1 inside ``binary``, falling as a raised cosine to 0 over ``width`` A outside it."""
+    binary = np.asarray(binary) > 0.5
+    if width <= 0 or not binary.any():
+        return binary.astype(np.float32)
+    vx, vy, vz = _xyz(voxel_size)
+    dist = ndimage.distance_transform_edt(~binary, sampling=(vz, vy, vx))
+    return (0.5 * (1.0 + np.cos(np.pi * np.clip(dist / width, 0.0, 1.0)))).astype(np.float32)
+
+
+def sphere_mask(
+    shape: Sequence[int], voxel_size: float | Sequence[float], radius: float, *, edge: float = 0.0
+) -> np.ndarray:
+    """Spherical mask of ``radius`` A around the box centre, with a raised-cosine edge of ``edge`` A."""
+    vx, vy, vz = _xyz(voxel_size)
+    z, y, x = (np.arange(n) - n // 2 for n in shape)
+    r = np.sqrt((z[:, None, None] * vz) ** 2 + (y[None, :, None] * vy) ** 2 + (x[None, None, :] * vx) ** 2)
+    if edge <= 0:
+        return (r <= radius).astype(np.float32)
+    t = np.clip((r - radius) / edge, 0.0, 1.0)
+    return (0.5 * (1.0 + np.cos(np.pi * t))).astype(np.float32)

@@ -1,0 +1,254 @@
+"""The enhancement pipeline of the paper, as one library call.
+
+average halves -> resample to the model's voxel size (1 A) -> normalise noise (mean 0, std 0.1)
+-> 64^3 cubes through the network with overlap blending -> scale back -> resample back -> optional
+cleaning. Every geometry change is undone in reverse order, so the output has exactly the input's
+shape, voxel size and origin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .config import EnhanceConfig, ModelName, NormMode
+from .errors import InputError
+from .io import GridInfo, check_same_grid, read_map, write_map
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A predictor ready to run, with the model card it was built from."""
+
+    predictor: object  # inference.Predictor
+    card: object  # weights.ModelCard
+    weights_path: Path
+
+
+def model_for(config: EnhanceConfig) -> ModelName:
+    """The registry model a configuration asks for (mask normalisation has its own model)."""
+    if config.normalization.mode is NormMode.MASK and config.weights is None:
+        return ModelName.MASKED
+    return config.model
+
+
+def load(config: EnhanceConfig) -> LoadedModel:
+    """Resolve, verify and load the weights, and put the network on the chosen device."""
+    from .inference import Predictor, select_device
+    from .weights import load_model, resolve_weights
+
+    name = model_for(config)
+    pt_path, _ = resolve_weights(name, config.weights)
+    model, card = load_model(name, config.weights)
+    device = select_device(config.inference)
+    model = model.to(device)
+    log.info("Model %s (%s, %s) on %s", card.name, card.arch, pt_path.name, device)
+    predictor = Predictor(model, device, config.inference.batch_size)
+    return LoadedModel(predictor=predictor, card=card, weights_path=pt_path)
+
+
+def _model_tile(card: object, default: int) -> int:
+    tile = getattr(card, "tile", None)
+    return int(tile) if tile else default
+
+
+def enhance(
+    volume: np.ndarray,
+    voxel_size: float | Sequence[float],
+    *,
+    config: EnhanceConfig | None = None,
+    mask: np.ndarray | None = None,
+    model: LoadedModel | None = None,
+    progress: Progress | None = None,
+    timings: dict[str, float] | None = None,
+) -> np.ndarray:
+    """Enhance one map (``[z, y, x]`` float32) and return a map of the same shape.
+
+    ``voxel_size`` is in A (one number or ``(x, y, z)``). ``model`` is reused when given (load it once
+    with :func:`load` to enhance several maps); otherwise the weights named by ``config`` are loaded.
+    ``timings``, when given, receives the seconds spent per stage (resample, normalise, network, ...).
+    """
+    from .normalize import denormalize, normalize
+    from .postprocess import clean_small_blobs
+    from .resample import from_working_grid, to_working_grid
+
+    config = config or EnhanceConfig()
+    model = model or load(config)
+    volume = np.asarray(volume, dtype=np.float32)
+    if volume.ndim != 3:
+        raise InputError(f"a 3D map is needed, got an array of shape {volume.shape}")
+    vs = _as_xyz(voxel_size)
+    target_vs = float(getattr(model.card, "voxel_size", None) or config.working_voxel_size)
+
+    clock = _StageClock(timings)
+    with clock("resample"):
+        work, rinfo = to_working_grid(volume, vs, target=target_vs)
+        work_mask = None
+        if mask is not None:
+            work_mask, _ = to_working_grid(np.asarray(mask, dtype=np.float32), vs, target=target_vs)
+            work_mask = np.clip(work_mask, 0.0, 1.0)
+    log.info("Resampled %s at %s A/voxel to %s at %.3g A/voxel", _fmt_shape(volume.shape), _fmt_vs(vs),
+             _fmt_shape(work.shape), target_vs)
+
+    with clock("normalise"):
+        norm, ninfo = normalize(work, config=config.normalization, mask=work_mask)
+        del work
+    log.info("Normalised (%s): noise mean %.4g, std %.4g -> mean 0, std %.3g", config.normalization.mode,
+             ninfo.mean, ninfo.std, config.normalization.target_std)
+
+    tiling = config.tiling
+    tile = _model_tile(model.card, tiling.tile)
+    if tile != tiling.tile:
+        tiling = dataclasses.replace(tiling, tile=tile, stride=min(tiling.stride, tile))
+    with clock("network"):
+        pred = model.predictor.predict(norm, tiling, progress=progress)
+        del norm
+    log.info("Network and blending done in %.1f s", clock.last)
+
+    with clock("resample_back"):
+        pred = denormalize(pred, ninfo, config.normalization.target_std)
+        out = from_working_grid(pred, rinfo)
+    if config.cleaning_strength is not None and config.cleaning_strength > 0:
+        with clock("clean"):
+            out = clean_small_blobs(out, config.cleaning_strength)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def read_inputs(
+    inputs: Sequence[str | os.PathLike], mask: str | os.PathLike | None = None
+) -> tuple[np.ndarray, GridInfo, np.ndarray | None]:
+    """Read one map or two half maps (averaged) and an optional mask, checking they agree."""
+    if not 1 <= len(inputs) <= 2:
+        raise InputError(f"give one map or two half maps, got {len(inputs)} inputs")
+    if len(inputs) == 2 and _same_file(inputs[0], inputs[1]):
+        raise InputError(f"{inputs[1]}: half map 2 is the same file as half map 1")
+    names = ["half map 1", "half map 2"] if len(inputs) == 2 else ["map"]
+    volume, grid = read_map(inputs[0], what=names[0])
+    if len(inputs) == 2:
+        half2, grid2 = read_map(inputs[1], what=names[1])
+        check_same_grid(grid, grid2, f"{names[0]} ({inputs[0]})", f"{names[1]} ({inputs[1]})")
+        volume += half2
+        volume *= 0.5
+        del half2
+    mask_arr = None
+    if mask is not None:
+        mask_arr, mgrid = read_map(mask, what="mask")
+        if mgrid.shape != grid.shape:
+            raise InputError(
+                f"{mask}: mask shape {mgrid.shape} differs from map shape {grid.shape} ({inputs[0]})"
+            )
+        lo, hi = float(mask_arr.min()), float(mask_arr.max())
+        if lo < -1e-3 or hi > 1 + 1e-3:
+            raise InputError(f"{mask}: mask values must lie between 0 and 1, found {lo:.4g} to {hi:.4g}")
+    return volume, grid, mask_arr
+
+
+def check_output(output: str | os.PathLike, inputs: Sequence[str | os.PathLike], *, force: bool) -> Path:
+    """Refuse outputs that are an input, a directory, or (without ``force``) an existing file."""
+    out = Path(output)
+    for path in inputs:
+        if path is not None and _same_file(out, path):
+            raise InputError(f"{out}: the output would overwrite an input; choose another output name")
+    if out.is_dir():
+        raise InputError(f"{out}: output path is a directory")
+    if out.exists() and not force:
+        raise InputError(f"{out}: output file exists; use --force to overwrite")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"{out}: output directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"{out}: output directory {parent} is not writable")
+    return out
+
+
+def enhance_file(
+    inputs: Sequence[str | os.PathLike] | str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    config: EnhanceConfig | None = None,
+    force: bool = False,
+    model: LoadedModel | None = None,
+    progress: Progress | None = None,
+    voxel_size: float | None = None,
+) -> Path:
+    """Enhance one map or a pair of half maps on disk and write ``output`` atomically.
+
+    The output keeps the input's shape, voxel size, origin and axis order. Inputs are never modified.
+    ``voxel_size`` (A) overrides the header's voxel size, for processing and in the output header.
+    """
+    config = config or EnhanceConfig()
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    mask_path = config.normalization.mask if config.normalization.mode is NormMode.MASK else None
+    out = check_output(output, [*inputs, mask_path], force=force)
+    volume, grid, mask = read_inputs(inputs, mask_path)
+    if voxel_size is not None:
+        if not voxel_size > 0:
+            raise InputError(f"voxel size (-s) must be positive, got {voxel_size!r}")
+        grid = dataclasses.replace(grid, voxel_size=(float(voxel_size),) * 3)
+    log.info(
+        "Input %s: %s voxels, %s A/voxel, origin %s", ", ".join(str(p) for p in inputs),
+        _fmt_shape(grid.shape), _fmt_vs(grid.voxel_size), tuple(round(o, 3) for o in grid.origin),
+    )
+    model = model or load(config)
+    result = enhance(volume, grid.voxel_size, config=config, mask=mask, model=model, progress=progress)
+    write_map(out, result, grid, overwrite=force)
+    log.info("Wrote %s", out)
+    return out
+
+
+class _StageClock:
+    """Times pipeline stages into an optional dict (seconds, summed per stage name)."""
+
+    def __init__(self, sink: dict[str, float] | None) -> None:
+        self.sink = sink
+        self.last = 0.0
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.last = time.perf_counter() - t0
+            if self.sink is not None:
+                self.sink[stage] = self.sink.get(stage, 0.0) + self.last
+
+
+def _as_xyz(voxel_size: float | Sequence[float]) -> tuple[float, float, float]:
+    if np.ndim(voxel_size) == 0:
+        v = float(voxel_size)
+        return (v, v, v)
+    vs = tuple(float(v) for v in voxel_size)
+    if len(vs) != 3:
+        raise InputError(f"voxel size must be one number or three (x, y, z), got {voxel_size!r}")
+    return vs  # type: ignore[return-value]
+
+
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def _fmt_shape(shape: Sequence[int]) -> str:
+    return "x".join(str(n) for n in reversed(tuple(shape)))
+
+
+def _fmt_vs(vs: Sequence[float]) -> str:
+    vs = tuple(vs)
+    if max(vs) - min(vs) < 1e-6:
+        return f"{vs[0]:.4g}"
+    return "x".join(f"{v:.4g}" for v in vs)

@@ -1,0 +1,26 @@
+"""Shared fixtures of the engine tests.
+
+``tiny_weights``: a seeded tiny UNet3D (filters 2/4/8, cube 32) saved with its model card in the test's
+``tmp_path``; returns the ``.pt`` path (load it with ``weights.load_model(ModelName.TIGHT, path)``).
+Tests marked ``@pytest.mark.gpu`` are skipped when CUDA is not available.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from deepemhancer_engine.testing import make_tiny_weights
+
+
+@pytest.fixture
+def tiny_weights(tmp_path: Path) -> Path:
+    """Path of a tiny random network's ``.pt`` (with ``.json`` card beside it)."""
+    return make_tiny_weights(tmp_path)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("gpu") is not None and not torch.cuda.is_available():
+        pytest.skip("needs CUDA")

@@ -1,0 +1,194 @@
+"""The ``deepemhancer`` command end to end: geometry kept exactly, bad input handled cleanly."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import pytest
+
+from deepemhancer_engine.cli import main
+from deepemhancer_engine.testing import make_tiny_weights
+
+
+def blob_map(shape, seed=0, noise=0.05):
+    """A few Gaussian blobs plus noise: a protein-like map of ``shape`` ([z, y, x])."""
+    rng = np.random.default_rng(seed)
+    zz, yy, xx = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
+    vol = np.zeros(shape, np.float32)
+    centre = np.array(shape) / 2
+    for _ in range(12):
+        c = centre + rng.normal(0, 0.12, 3) * np.array(shape)
+        vol += np.exp(-((zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2) / (2 * 3.0**2))
+    return vol + rng.normal(0, noise, shape).astype(np.float32)
+
+
+def write_mrc(path: Path, data, voxel_size=1.3, origin=(12.5, -7.25, 30.0)) -> Path:
+    with mrcfile.new(path, overwrite=True) as m:
+        m.set_data(np.asarray(data, dtype=np.float32))
+        m.voxel_size = voxel_size
+        m.header.origin = origin
+    return path
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return make_tiny_weights(tmp_path_factory.mktemp("weights"))
+
+
+@pytest.fixture(scope="module")
+def halves(tmp_path_factory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("maps")
+    shape = (110, 100, 90)  # [z, y, x]: a 90 x 100 x 110 map
+    h1 = write_mrc(d / "h1.mrc", blob_map(shape, seed=1))
+    h2 = write_mrc(d / "h2.mrc", blob_map(shape, seed=2))
+    return h1, h2
+
+
+def test_halves_keep_exact_geometry(tmp_path, tiny, halves):
+    h1, h2 = halves
+    before = [digest(h1), digest(h2)]
+    out = tmp_path / "out.mrc"
+    code = main(["-i", str(h1), "-i2", str(h2), "-o", str(out), "--weights", str(tiny), "-q"])
+    assert code == 0
+    with mrcfile.open(h1) as a, mrcfile.open(out) as b:
+        assert b.data.shape == a.data.shape == (110, 100, 90)
+        assert b.data.dtype == np.float32
+        for field in ("x", "y", "z"):
+            assert b.voxel_size[field] == pytest.approx(a.voxel_size[field], abs=1e-6)
+            assert b.header.origin[field] == pytest.approx(a.header.origin[field], abs=1e-6)
+        for field in ("mapc", "mapr", "maps", "nxstart", "nystart", "nzstart"):
+            assert int(b.header[field]) == int(a.header[field])
+        assert np.isfinite(b.data).all()
+        assert float(np.abs(b.data).max()) > 0
+    assert [digest(h1), digest(h2)] == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mrc"]
+
+
+def test_refuses_to_overwrite_without_force(tmp_path, tiny, halves, capsys):
+    out = tmp_path / "out.mrc"
+    out.write_bytes(b"keep me")
+    args = ["-i", str(halves[0]), "-o", str(out), "--weights", str(tiny), "-q", "--stride", "32"]
+    assert main(args) == 2
+    assert "--force" in capsys.readouterr().err
+    assert out.read_bytes() == b"keep me"
+    assert main(args + ["--force"]) == 0
+    with mrcfile.open(out) as m:
+        assert m.data.shape == (110, 100, 90)
+
+
+def test_constant_blend_legacy_stride(tmp_path, tiny):
+    path = write_mrc(tmp_path / "m.mrc", blob_map((40, 36, 44), seed=3), voxel_size=1.0)
+    out = tmp_path / "o.mrc"
+    assert main(["-i", str(path), "-o", str(out), "--weights", str(tiny), "-q",
+                 "--blend", "constant", "--stride", "16"]) == 0
+    with mrcfile.open(out) as m:
+        assert m.data.shape == (40, 36, 44)
+
+
+def test_noise_stats_and_mask_modes(tmp_path, tiny):
+    vol = blob_map((48, 48, 48), seed=4)
+    path = write_mrc(tmp_path / "m.mrc", vol, voxel_size=1.0)
+    mask = write_mrc(tmp_path / "mask.mrc", (vol > 0.3).astype(np.float32), voxel_size=1.0)
+    out1, out2 = tmp_path / "o1.mrc", tmp_path / "o2.mrc"
+    assert main(["-i", str(path), "-o", str(out1), "--weights", str(tiny), "-q",
+                 "--noiseStats", "-0.01", "0.05"]) == 0
+    assert main(["-i", str(path), "-o", str(out2), "--weights", str(tiny), "-q", "-m", str(mask)]) == 0
+    assert out1.exists() and out2.exists()
+
+
+def test_info_reports_parameter_counts(capsys):
+    assert main(["info"]) == 0
+    text = capsys.readouterr().out
+    assert "paper U-Net (32/64/128)" in text
+    assert "parameters" in text
+
+
+def test_module_runs_as_program(tmp_path, tiny):
+    """The real entry point in a fresh interpreter: --help is quick and a run works."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    res = subprocess.run([sys.executable, "-m", "deepemhancer_engine", "--help"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 0 and "--noiseStats" in res.stdout
+
+
+# --- bad input: exit 2, one line, no traceback, no output, inputs untouched ---------------------------
+
+
+def _bad_cases(d: Path) -> dict[str, tuple[list[str], str]]:
+    good = write_mrc(d / "good.mrc", blob_map((40, 40, 40), seed=5), voxel_size=1.0, origin=(0, 0, 0))
+    other_shape = write_mrc(d / "shape.mrc", blob_map((40, 40, 38)), voxel_size=1.0, origin=(0, 0, 0))
+    other_vs = write_mrc(d / "vs.mrc", blob_map((40, 40, 40)), voxel_size=1.1, origin=(0, 0, 0))
+    other_origin = write_mrc(d / "org.mrc", blob_map((40, 40, 40)), voxel_size=1.0, origin=(5, 0, 0))
+    text = d / "notmrc.mrc"
+    text.write_text("this is not a map\n" * 200)
+    trunc = d / "trunc.mrc"
+    trunc.write_bytes(good.read_bytes()[:-5000])
+    nan = blob_map((40, 40, 40))
+    nan[3, 4, 5] = np.nan
+    nanf = write_mrc(d / "nan.mrc", nan, voxel_size=1.0)
+    inf = blob_map((40, 40, 40))
+    inf[7, 4, 5] = np.inf
+    inff = write_mrc(d / "inf.mrc", inf, voxel_size=1.0)
+    flat = write_mrc(d / "flat.mrc", np.zeros((1, 40, 40), np.float32), voxel_size=1.0)
+    zeros = write_mrc(d / "zeros.mrc", np.zeros((40, 40, 40), np.float32), voxel_size=1.0)
+    mask = write_mrc(d / "mask.mrc", np.ones((40, 40, 30), np.float32), voxel_size=1.0, origin=(0, 0, 0))
+    g = str(good)
+    return {
+        "missing": (["-i", str(d / "nope.mrc")], "nope.mrc"),
+        "not_mrc": (["-i", str(text)], "notmrc.mrc"),
+        "truncated": (["-i", str(trunc)], "trunc.mrc"),
+        "nan": (["-i", str(nanf)], "nan.mrc"),
+        "inf": (["-i", str(inff)], "inf.mrc"),
+        "half_shape": (["-i", g, "-i2", str(other_shape)], "shape"),
+        "half_voxel": (["-i", g, "-i2", str(other_vs)], "voxel size"),
+        "half_origin": (["-i", g, "-i2", str(other_origin)], "origin"),
+        "mask_shape": (["-i", g, "-m", str(mask)], "mask.mrc"),
+        "image_2d": (["-i", str(flat)], "flat.mrc"),
+        "empty": (["-i", str(zeros)], "zeros.mrc"),
+        "output_is_input": (["-i", g, "-o", g], "input"),
+        "output_is_dir": (["-i", g, "-o", str(d)], "directory"),
+        "bad_model": (["-i", g, "-p", "tightTarge"], "tightTarget"),
+        "bad_stride": (["-i", g, "--stride", "0"], "stride"),
+    }
+
+
+BAD = ["missing", "not_mrc", "truncated", "nan", "inf", "half_shape", "half_voxel", "half_origin",
+       "mask_shape", "image_2d", "empty", "output_is_input", "output_is_dir", "bad_model", "bad_stride"]
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input_clean_error(tmp_path, tiny, capsys, case):
+    argv, needle = _bad_cases(tmp_path)[case]
+    before = {p.name: digest(p) for p in tmp_path.iterdir() if p.is_file()}
+    if "-o" not in argv:
+        argv = argv + ["-o", str(tmp_path / "out.mrc")]
+    code = main(argv + ["--weights", str(tiny), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    assert needle.lower() in lines[0].lower()
+    after = {p.name: digest(p) for p in tmp_path.iterdir() if p.is_file()}
+    assert after == before  # inputs untouched, nothing new (no output, no temporary file)
+
+
+def test_weights_errors_exit_3(tmp_path, tiny, capsys):
+    path = write_mrc(tmp_path / "m.mrc", blob_map((40, 40, 40)), voxel_size=1.0)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(tiny.read_bytes()[:-10] + b"corrupted!")
+    (tmp_path / "bad.json").write_text(tiny.with_suffix(".json").read_text())
+    code = main(["-i", str(path), "-o", str(tmp_path / "o.mrc"), "--weights", str(bad), "-q"])
+    err = capsys.readouterr().err
+    assert code == 3 and len(err.strip().splitlines()) == 1 and "bad.pt" in err
+    assert not (tmp_path / "o.mrc").exists()
