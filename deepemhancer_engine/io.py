@@ -109,7 +109,7 @@ def _mrcfile_errors(path: Path, what: str) -> Iterator[None]:
         except FileNotFoundError:
             raise _fail(path, "no such file") from None
         except (OSError, EOFError, gzip.BadGzipFile) as err:
-            raise _fail(path, f"cannot read {what}: {err.strerror or err}") from None
+            raise _fail(path, f"cannot read {what}: {getattr(err, 'strerror', None) or err}") from None
         except ValueError as err:
             text = str(err)
             if "Map ID string not found" in text:
@@ -157,8 +157,6 @@ def _check_header(path: Path, header: np.recarray, compressed: bool) -> tuple[in
                 f"is truncated: header declares {nx} x {ny} x {nz} voxels ({expected} bytes) "
                 f"but the file has {actual} bytes",
             )
-        if actual > expected:
-            log.warning("%s: %d bytes larger than its header declares", path, actual - expected)
     return nx, ny, nz
 
 
@@ -224,7 +222,8 @@ def read_map(path: PathLike, *, what: str = "map") -> tuple[npt.NDArray[np.float
                 shape = getattr(raw, "shape", None)
                 raise _fail(path, f"has unexpected data shape {shape}; a 3D map is needed")
             axis_order = (int(header.mapc), int(header.mapr), int(header.maps))
-            data = np.ascontiguousarray(raw.transpose(_canonical_perm(axis_order)), dtype=np.float32)
+            # always copy: the data are a read-only buffer or a memory map of the file
+            data = np.array(raw.transpose(_canonical_perm(axis_order)), dtype=np.float32, order="C")
             del raw
     _check_values(path, data)
     grid = GridInfo(
@@ -234,7 +233,7 @@ def read_map(path: PathLike, *, what: str = "map") -> tuple[npt.NDArray[np.float
         nstart=(int(header.nxstart), int(header.nystart), int(header.nzstart)),
         axis_order=axis_order,
     )
-    log.info(
+    log.debug(
         "read %s %s: shape (z, y, x) %s, voxel size %s Å, axis order %s",
         what, path, grid.shape, tuple(round(v, 4) for v in voxel_size), axis_order,
     )
@@ -285,20 +284,34 @@ def write_map(
         compression = "gzip" if path.name.endswith(".gz") else None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            with mrcfile.new(tmp_name, overwrite=True, compression=compression) as mrc:
+            mrc = mrcfile.new(tmp_name, overwrite=True, compression=compression)
+            try:
                 mrc.set_data(np.ascontiguousarray(data.transpose(_file_perm(grid.axis_order))))
                 _fill_header(mrc, grid)
+                mrc.close()  # writes; may raise OSError (disk full, file size limit)
+            except BaseException:
+                _abandon(mrc)
+                raise
         os.chmod(tmp_name, 0o666 & ~_UMASK)
         os.replace(tmp_name, path)
         tmp_name = None
     except OSError as err:
-        raise _fail(path, f"cannot write: {err.strerror or err}") from None
+        raise _fail(path, f"cannot write: {getattr(err, 'strerror', None) or err}") from None
     finally:
         if tmp_name is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp_name)
-    log.info("wrote %s: shape (z, y, x) %s", path, grid.shape)
+    log.debug("wrote %s: shape (z, y, x) %s", path, grid.shape)
     return path
+
+
+def _abandon(mrc: mrcfile.mrcfile.MrcFile) -> None:
+    """Close the file handles of an MrcFile whose close() failed (mrcfile leaves them open)."""
+    for attr in ("_iostream", "_fileobj"):
+        stream = getattr(mrc, attr, None)
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.close()  # a failed flush still closes the OS file
 
 
 def check_same_grid(a: GridInfo, b: GridInfo, name_a: str, name_b: str) -> None:

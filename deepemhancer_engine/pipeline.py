@@ -138,7 +138,7 @@ def read_inputs(
     if len(inputs) == 2:
         half2, grid2 = read_map(inputs[1], what=names[1])
         check_same_grid(grid, grid2, f"{names[0]} ({inputs[0]})", f"{names[1]} ({inputs[1]})")
-        volume += half2
+        volume = np.add(volume, half2, dtype=np.float32)  # a new array: inputs stay read-only
         volume *= 0.5
         del half2
     mask_arr = None

@@ -125,7 +125,7 @@ def to_working_grid(
     new_vs_zyx = [n * v / m for n, v, m in zip(shape, vs_zyx, new_shape)]
     vs_out: Triple = (new_vs_zyx[2], new_vs_zyx[1], new_vs_zyx[0])
     info = ResampleInfo(shape, new_shape, vs_in, vs_out)
-    log.info(
+    log.debug(
         "resampling %s at %s Å to %s at %s Å/voxel",
         shape, _fmt(vs_in), new_shape, _fmt(vs_out),
     )

@@ -217,9 +217,27 @@ def _load_state_dict(pt: Path, card: ModelCard) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def _fit_error(exc: RuntimeError) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return "; ".join(lines[1:4]) if len(lines) > 1 else (lines[0] if lines else "state dict mismatch")
+def _fit_problems(net: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
+    """One-line summary of how ``state`` differs from ``net``'s own state dict ('' if it fits)."""
+    own = net.state_dict()
+
+    def few(names: list[str]) -> str:
+        return ", ".join(names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
+
+    problems = []
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own if k in state and state[k].shape != own[k].shape
+    ]
+    if missing:
+        problems.append(f"{len(missing)} missing tensor(s): {few(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensor(s): {few(unexpected)}")
+    if shapes:
+        problems.append(f"{len(shapes)} size mismatch(es) (file vs network): {few(shapes)}")
+    return "; ".join(problems)
 
 
 def load_model(model: ModelName | str, path: str | os.PathLike[str] | None = None) -> tuple[nn.Module, ModelCard]:
@@ -232,12 +250,10 @@ def load_model(model: ModelName | str, path: str | os.PathLike[str] | None = Non
     pt, card = resolve_weights(model, path)
     state = _load_state_dict(pt, card)
     net = build_model(card.arch, card.kwargs)
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise WeightsError(
-            f"weights {pt} do not fit architecture {card.arch}({card.kwargs}): {_fit_error(exc)}"
-        ) from exc
+    problems = _fit_problems(net, state)
+    if problems:
+        raise WeightsError(f"weights {pt} do not fit architecture {card.arch} {card.kwargs}: {problems}")
+    net.load_state_dict(state, strict=True)
     net.eval()
     if card.is_placeholder:
         log.warning("model %s uses RANDOM WEIGHTS (placeholder): the output is not an enhanced map", card.name)

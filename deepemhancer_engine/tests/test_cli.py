@@ -6,6 +6,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import mrcfile
@@ -74,16 +75,17 @@ def test_halves_keep_exact_geometry(tmp_path, tiny, halves):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mrc"]
 
 
-def test_refuses_to_overwrite_without_force(tmp_path, tiny, halves, capsys):
+def test_refuses_to_overwrite_without_force(tmp_path, tiny, capsys):
+    path = write_mrc(tmp_path / "m.mrc", blob_map((36, 34, 33), seed=6), voxel_size=1.05)
     out = tmp_path / "out.mrc"
     out.write_bytes(b"keep me")
-    args = ["-i", str(halves[0]), "-o", str(out), "--weights", str(tiny), "-q", "--stride", "32"]
+    args = ["-i", str(path), "-o", str(out), "--weights", str(tiny), "-q"]
     assert main(args) == 2
     assert "--force" in capsys.readouterr().err
     assert out.read_bytes() == b"keep me"
     assert main(args + ["--force"]) == 0
     with mrcfile.open(out) as m:
-        assert m.data.shape == (110, 100, 90)
+        assert m.data.shape == (36, 34, 33)
 
 
 def test_constant_blend_legacy_stride(tmp_path, tiny):
@@ -143,6 +145,7 @@ def _bad_cases(d: Path) -> dict[str, tuple[list[str], str]]:
     zeros = write_mrc(d / "zeros.mrc", np.zeros((40, 40, 40), np.float32), voxel_size=1.0)
     mask = write_mrc(d / "mask.mrc", np.ones((40, 40, 30), np.float32), voxel_size=1.0, origin=(0, 0, 0))
     g = str(good)
+    warnings.simplefilter("ignore", RuntimeWarning)  # mrcfile warns when writing NaN/Inf on purpose
     return {
         "missing": (["-i", str(d / "nope.mrc")], "nope.mrc"),
         "not_mrc": (["-i", str(text)], "notmrc.mrc"),
@@ -166,9 +169,16 @@ BAD = ["missing", "not_mrc", "truncated", "nan", "inf", "half_shape", "half_voxe
        "mask_shape", "image_2d", "empty", "output_is_input", "output_is_dir", "bad_model", "bad_stride"]
 
 
+@pytest.fixture(scope="module")
+def bad_dir(tmp_path_factory) -> tuple[Path, dict]:
+    d = tmp_path_factory.mktemp("bad")
+    return d, _bad_cases(d)
+
+
 @pytest.mark.parametrize("case", BAD)
-def test_bad_input_clean_error(tmp_path, tiny, capsys, case):
-    argv, needle = _bad_cases(tmp_path)[case]
+def test_bad_input_clean_error(bad_dir, tiny, capsys, case):
+    tmp_path, cases = bad_dir
+    argv, needle = cases[case]
     before = {p.name: digest(p) for p in tmp_path.iterdir() if p.is_file()}
     if "-o" not in argv:
         argv = argv + ["-o", str(tmp_path / "out.mrc")]

@@ -1,0 +1,121 @@
+"""Tests for deepemhancer_engine.normalize: solvent-noise estimation and scaling to std 0.1."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from deepemhancer_engine.config import NormalizationConfig
+from deepemhancer_engine.errors import InputError
+from deepemhancer_engine.normalize import NormInfo, denormalize, estimate_noise, normalize
+
+N = 64
+
+
+def _coords():
+    z, y, x = np.meshgrid(*[np.arange(N) - N / 2 + 0.5] * 3, indexing="ij")
+    return z, y, x
+
+
+def _blob():
+    z, y, x = _coords()
+    return 2.0 * np.exp(-(x**2 + y**2 + z**2) / (2 * 7.0**2))
+
+
+def _hollow_shell():
+    """Virus-like capsid: a 5-voxel-thick shell of radius 22, noise inside and outside."""
+    z, y, x = _coords()
+    r = np.sqrt(x**2 + y**2 + z**2)
+    return ndimage.gaussian_filter(((r > 20) & (r < 25)).astype(float), 1.0)
+
+
+def _rod():
+    """Helical-like filament along z spanning the whole box (periodic along z)."""
+    z, y, x = _coords()
+    rod = (np.sqrt(x**2 + y**2) < 9).astype(float) * (1.0 + 0.4 * np.cos(2 * np.pi * z / 16))
+    return ndimage.gaussian_filter(rod, 1.0, mode="wrap")
+
+
+@pytest.mark.parametrize("make_signal", [_blob, _hollow_shell, _rod])
+@pytest.mark.parametrize("noise_std, offset", [(0.1, 0.0), (0.4, 1.5)])
+def test_estimate_and_normalize_synthetic(make_signal, noise_std, offset):
+    signal = make_signal()
+    rng = np.random.default_rng(42)
+    vol = (signal + offset + rng.standard_normal(signal.shape) * noise_std).astype(np.float32)
+    mean, std = estimate_noise(vol)
+    assert abs(std / noise_std - 1) < 0.1
+    assert abs(mean - offset) < 0.1 * noise_std
+    out, info = normalize(vol, config=NormalizationConfig())
+    assert out.dtype == np.float32 and info == NormInfo(mean, std)
+    solvent = signal < 1e-3  # includes the inside of the capsid and the sides of the rod
+    assert solvent.mean() > 0.5
+    assert abs(float(out[solvent].std()) / 0.1 - 1) < 0.1
+    assert abs(float(out[solvent].mean())) < 0.01
+
+
+def test_correlated_noise_large_particle():
+    z, y, x = _coords()
+    r = np.sqrt(x**2 + y**2 + z**2)
+    rng = np.random.default_rng(1)
+    signal = ndimage.gaussian_filter((r < 27).astype(float), 1.5) * (1 + 0.5 * rng.standard_normal(r.shape))
+    noise = ndimage.gaussian_filter(rng.standard_normal(r.shape), 1.0, mode="wrap")
+    noise *= 0.2 / noise.std()
+    _, std = estimate_noise((signal + noise).astype(np.float32))
+    assert abs(std / 0.2 - 1) < 0.1
+
+
+def test_stats_mode_and_denormalize():
+    vol = np.random.default_rng(0).standard_normal((8, 9, 10)).astype(np.float32) * 3 + 5
+    config = NormalizationConfig(mode="stats", noise_mean=5.0, noise_std=3.0)
+    out, info = normalize(vol, config=config)
+    assert info == NormInfo(5.0, 3.0)
+    np.testing.assert_allclose(out, (vol - 5.0) / 3.0 * 0.1, rtol=1e-5, atol=1e-6)
+    back = denormalize(out, info, config.target_std)
+    assert back.dtype == np.float32
+    np.testing.assert_allclose(back, vol - 5.0, rtol=1e-5, atol=1e-5)
+
+
+def test_mask_mode():
+    signal = _blob()
+    rng = np.random.default_rng(7)
+    vol = (signal + rng.standard_normal(signal.shape) * 0.3).astype(np.float32)
+    mask = ndimage.gaussian_filter((signal > 0.05).astype(np.float32), 1.0)
+    config = NormalizationConfig(mode="mask", mask=Path("m.mrc"))
+    out, info = normalize(vol, config=config, mask=mask)
+    assert abs(info.std / 0.3 - 1) < 0.05
+    assert abs(float(out[mask < 0.01].std()) / 0.1 - 1) < 0.05
+
+
+def test_mask_mode_errors():
+    vol = np.random.default_rng(0).standard_normal((20, 20, 20)).astype(np.float32)
+    config = NormalizationConfig(mode="mask", mask=Path("tight.mrc"))
+    with pytest.raises(InputError, match=r"mask tight\.mrc: mask values must be within \[0, 1\]"):
+        normalize(vol, config=config, mask=np.full(vol.shape, 2.0, np.float32))
+    with pytest.raises(InputError, match=r"mask tight\.mrc shape \(20, 20, 19\) differs from map shape"):
+        normalize(vol, config=config, mask=np.zeros((20, 20, 19), np.float32))
+    with pytest.raises(InputError, match=r"tight\.mrc: mask normalisation needs the mask array"):
+        normalize(vol, config=config)
+    with pytest.raises(InputError, match=r"only 0 voxels lie outside the mask"):
+        normalize(vol, config=config, mask=np.ones(vol.shape, np.float32))
+    slightly_off = np.clip(vol, 0, 1) * 1.0005 - 0.0002  # within the 1e-3 tolerance
+    normalize(vol, config=config, mask=slightly_off)
+
+
+def test_masked_map_is_rejected():
+    vol = np.zeros((N, N, N), np.float32)
+    vol[24:40, 24:40, 24:40] = np.random.default_rng(0).random((16, 16, 16)) + 1
+    with pytest.raises(InputError, match="is the map masked"):
+        estimate_noise(vol)
+
+
+def test_fallback_without_solvent_warns(caplog):
+    z = np.arange(32)[:, None, None] * np.ones((1, 32, 32))
+    vol = (np.cos(2 * np.pi * z / 8) + np.random.default_rng(0).standard_normal(z.shape) * 0.1)
+    with caplog.at_level(logging.WARNING, logger="deepemhancer_engine.normalize"):
+        mean, std = estimate_noise(vol.astype(np.float32))
+    assert "solvent voxels found" in caplog.text
+    assert np.isfinite(mean) and std > 0
