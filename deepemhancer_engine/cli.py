@@ -43,12 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     main = parser.add_argument_group("Main")
-    main.add_argument("-i", "--inputMap", dest="input", required=True, metavar="MAP",
+    main.add_argument("-i", "--inputMap", dest="input", metavar="MAP",
                       help="input map, or half map 1 when -i2 is given (.mrc, .map, .mrc.gz)")
     main.add_argument("-i2", "--halfMap2", dest="half2", metavar="HALF2",
                       help="half map 2; the two halves are averaged")
-    main.add_argument("-o", "--outputMap", dest="output", required=True, metavar="OUT",
+    main.add_argument("-o", "--outputMap", dest="output", metavar="OUT",
                       help="output map (MRC); keeps the input's shape, voxel size and origin")
+    main.add_argument("--inputList", dest="input_list", metavar="LIST",
+                      help="several jobs, one per line: 'MAP OUT' or 'HALF1 HALF2 OUT' (the model loads once)")
     main.add_argument("-p", "--processingType", dest="model", default="tightTarget",
                       metavar="{tightTarget,wideTarget,highRes}",
                       help="model: tightTarget (default), wideTarget (wider mask), highRes (maps < 4 A)")
@@ -170,23 +172,75 @@ def _raise_on_sigterm() -> None:
 
 
 def run_enhance(argv: Sequence[str]) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.input_list:
+        if args.input or args.half2 or args.output:
+            parser.error("--inputList cannot be combined with -i/-i2/-o")
+    elif not (args.input and args.output):
+        parser.error("the following arguments are required: -i/--inputMap, -o/--outputMap")
     setup_logging(args.verbose, args.quiet)
     return _guarded(lambda: _enhance(args), args.debug)
 
 
+def read_job_list(path: str) -> list[tuple[list[str], str]]:
+    """Parse an ``--inputList`` file: one job per line, ``MAP OUT`` or ``HALF1 HALF2 OUT``; ``#`` comments."""
+    from .errors import InputError
+
+    try:
+        lines = open(path, encoding="utf-8").read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the job list ({exc})") from None
+    jobs = []
+    for number, line in enumerate(lines, 1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        if len(words) not in (2, 3):
+            raise InputError(f"{path}:{number}: expected 'MAP OUT' or 'HALF1 HALF2 OUT', got {line.strip()!r}")
+        jobs.append((words[:-1], words[-1]))
+    if not jobs:
+        raise InputError(f"{path}: the job list is empty")
+    return jobs
+
+
 def _enhance(args: argparse.Namespace) -> int:
-    from .pipeline import enhance_file
+    from .errors import DeepEMhancerError
+    from .pipeline import enhance_file, load
 
     config = config_from_args(args)
-    inputs = [args.input] + ([args.half2] if args.half2 else [])
-    t0 = time.perf_counter()
     if args.sampling is not None:
         log.warning("-s/--samplingRate %.4g overrides the voxel size in the header", args.sampling)
-    out = enhance_file(inputs, args.output, config=config, force=args.force,
-                       progress=ProgressReporter(), voxel_size=args.sampling)
-    log.info("Done in %.1f s: %s", time.perf_counter() - t0, out)
-    return 0
+    if not args.input_list:
+        jobs = [([args.input] + ([args.half2] if args.half2 else []), args.output)]
+    else:
+        jobs = read_job_list(args.input_list)
+    cache: list = []
+
+    def model():  # loaded once, after the first job's inputs have been checked
+        if not cache:
+            cache.append(load(config))
+        return cache[0]
+
+    failed = 0
+    code = 0
+    for number, (inputs, output) in enumerate(jobs, 1):
+        t0 = time.perf_counter()
+        if len(jobs) > 1:
+            log.info("Job %d/%d: %s -> %s", number, len(jobs), " + ".join(inputs), output)
+        try:
+            out = enhance_file(inputs, output, config=config, force=args.force, model=model,
+                               progress=ProgressReporter(), voxel_size=args.sampling)
+        except DeepEMhancerError as exc:
+            if len(jobs) == 1:
+                raise
+            print(f"error: {_one_line(exc)}", file=sys.stderr)
+            failed, code = failed + 1, max(code, exc.exit_code)
+            continue
+        log.info("Done in %.1f s: %s", time.perf_counter() - t0, out)
+    if len(jobs) > 1:
+        log.info("%d of %d jobs succeeded", len(jobs) - failed, len(jobs))
+    return code
 
 
 def _guarded(func, debug: bool) -> int:

@@ -178,7 +178,7 @@ def enhance_file(
     *,
     config: EnhanceConfig | None = None,
     force: bool = False,
-    model: LoadedModel | None = None,
+    model: LoadedModel | Callable[[], LoadedModel] | None = None,
     progress: Progress | None = None,
     voxel_size: float | None = None,
 ) -> Path:
@@ -186,6 +186,7 @@ def enhance_file(
 
     The output keeps the input's shape, voxel size, origin and axis order. Inputs are never modified.
     ``voxel_size`` (A) overrides the header's voxel size, for processing and in the output header.
+    ``model`` may be a loaded model or a function returning one (called after the inputs are checked).
     """
     config = config or EnhanceConfig()
     if isinstance(inputs, (str, os.PathLike)):
@@ -201,7 +202,7 @@ def enhance_file(
         "Input %s: %s voxels, %s A/voxel, origin %s", ", ".join(str(p) for p in inputs),
         _fmt_shape(grid.shape), _fmt_vs(grid.voxel_size), tuple(round(o, 3) for o in grid.origin),
     )
-    model = model or load(config)
+    model = model() if callable(model) else (model or load(config))
     result = enhance(volume, grid.voxel_size, config=config, mask=mask, model=model, progress=progress)
     write_map(out, result, grid, overwrite=force)
     log.info("Wrote %s", out)

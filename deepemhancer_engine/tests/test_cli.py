@@ -202,3 +202,20 @@ def test_weights_errors_exit_3(tmp_path, tiny, capsys):
     err = capsys.readouterr().err
     assert code == 3 and len(err.strip().splitlines()) == 1 and "bad.pt" in err
     assert not (tmp_path / "o.mrc").exists()
+
+
+def test_input_list_runs_several_jobs_with_one_model(tmp_path, tiny, capsys):
+    a = write_mrc(tmp_path / "a.mrc", blob_map((36, 36, 36), seed=7), voxel_size=1.0)
+    b1 = write_mrc(tmp_path / "b1.mrc", blob_map((34, 38, 40), seed=8), voxel_size=0.9)
+    b2 = write_mrc(tmp_path / "b2.mrc", blob_map((34, 38, 40), seed=9), voxel_size=0.9)
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text(f"# two jobs and a broken one\n{a} {tmp_path / 'oa.mrc'}\n"
+                    f"{b1} {b2} {tmp_path / 'ob.mrc'}\n{tmp_path / 'missing.mrc'} {tmp_path / 'oc.mrc'}\n")
+    code = main(["--inputList", str(jobs), "--weights", str(tiny), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("error:") == 1 and "missing.mrc" in err
+    with mrcfile.open(tmp_path / "oa.mrc") as m:
+        assert m.data.shape == (36, 36, 36)
+    with mrcfile.open(tmp_path / "ob.mrc") as m:
+        assert m.data.shape == (34, 38, 40) and m.voxel_size.x == pytest.approx(0.9)
+    assert not (tmp_path / "oc.mrc").exists()
