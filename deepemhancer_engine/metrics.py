@@ -231,9 +231,30 @@ def _filter(volume: np.ndarray, voxel_size, func) -> np.ndarray:
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
+def _bfactor_response(s: np.ndarray, bfactor: float) -> np.ndarray:
+    """``exp(-B s^2 / 4)`` with the exponent clipped so that strong sharpening cannot overflow."""
+    return np.exp(np.clip(-bfactor * s**2 / 4.0, -700.0, 80.0))
+
+
 def apply_bfactor(volume: np.ndarray, voxel_size: float | Sequence[float], bfactor: float) -> np.ndarray:
-    """Multiply amplitudes by ``exp(-B s^2 / 4)``: B > 0 blurs, B < 0 sharpens."""
-    return _filter(volume, voxel_size, lambda s: np.exp(-bfactor * s**2 / 4.0).astype(np.float32))
+    """Multiply amplitudes by ``exp(-B s^2 / 4)``: B > 0 blurs, B < 0 sharpens.
+
+    Sharpening alone amplifies the highest frequencies by up to ``exp(|B| s_max^2 / 4)``; to sharpen and
+    low-pass, use :func:`sharpen_lowpass` (one transform) rather than this followed by :func:`lowpass`.
+    """
+    return _filter(volume, voxel_size, lambda s: _bfactor_response(s, bfactor).astype(np.float32))
+
+
+def _lowpass_response(s: np.ndarray, resolution: float, edge_width: float) -> np.ndarray:
+    if not resolution > 0:
+        raise InputError(f"low-pass resolution must be positive, got {resolution!r}")
+    fc, half = 1.0 / resolution, edge_width / 2.0
+    t = np.clip((s - (fc - half)) / max(edge_width, 1e-12), 0.0, 1.0)
+    return 0.5 * (1.0 + np.cos(np.pi * t))
+
+
+def _default_edge(shape: Sequence[int], vs: tuple[float, float, float]) -> float:
+    return 2.0 / max(n * v for n, v in zip(reversed(tuple(shape)), vs))
 
 
 def lowpass(
@@ -245,16 +266,24 @@ def lowpass(
 ) -> np.ndarray:
     """Low-pass at ``resolution`` A with a raised-cosine edge ``edge_width`` (1/A) wide, centred on
     the cut-off (default two shells, as RELION's ``--filter_edge_width 2``)."""
-    if not resolution > 0:
-        raise InputError(f"low-pass resolution must be positive, got {resolution!r}")
     vs = _xyz(voxel_size)
-    if edge_width is None:
-        edge_width = 2.0 / max(n * v for n, v in zip(reversed(np.shape(volume)), vs))
-    fc, half = 1.0 / resolution, edge_width / 2.0
+    edge = _default_edge(np.shape(volume), vs) if edge_width is None else edge_width
+    return _filter(volume, vs, lambda s: _lowpass_response(s, resolution, edge).astype(np.float32))
+
+
+def sharpen_lowpass(
+    volume: np.ndarray, voxel_size: float | Sequence[float], bfactor: float, resolution: float,
+    *, edge_width: float | None = None,
+) -> np.ndarray:
+    """Apply ``exp(-B s^2 / 4)`` and the low-pass of :func:`lowpass` in one transform (no overflow or
+    float32 round-off from amplified frequencies that the low-pass removes anyway)."""
+    vs = _xyz(voxel_size)
+    edge = _default_edge(np.shape(volume), vs) if edge_width is None else edge_width
 
     def response(s):
-        t = np.clip((s - (fc - half)) / max(edge_width, 1e-12), 0.0, 1.0)
-        return (0.5 * (1.0 + np.cos(np.pi * t))).astype(np.float32)
+        lp = _lowpass_response(s, resolution, edge)
+        return np.where(lp > 0, lp * _bfactor_response(np.minimum(s, 1.0 / resolution + edge), bfactor), 0.0
+                        ).astype(np.float32)
 
     return _filter(volume, vs, response)
 
@@ -302,7 +331,7 @@ def auto_sharpen(
     average = 0.5 * (np.asarray(half1, dtype=np.float32) + np.asarray(half2, dtype=np.float32))
     weighted = fsc_weight(average, vs, curve)
     bfac = fit_bfactor(weighted, vs, low_res=low_res, high_res=res)
-    sharp = lowpass(apply_bfactor(weighted, vs, -bfac), vs, res)
+    sharp = sharpen_lowpass(weighted, vs, -bfac, res)
     log.info("Auto-sharpening: resolution %.2f A, Guinier B %.1f A^2 (fit %.3g-%.3g A)", res, bfac, low_res, res)
     return SharpenResult(volume=sharp, bfactor=bfac, resolution=res, fsc=curve)
 

@@ -1,0 +1,171 @@
+"""``deepemhancer evaluate`` and the model-map module on a small synthetic case (atoms made here).
+
+The helper below is deliberately simple (gemmi model map + Gaussian noise); the real simulator is
+``deepemhancer_engine.training.simulate``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gemmi")
+
+from deepemhancer_engine.evaluate import evaluate  # noqa: E402
+from deepemhancer_engine.io import GridInfo, read_map, write_map  # noqa: E402
+from deepemhancer_engine.modelmap import MapGeometry, model_map, model_mask, read_model  # noqa: E402
+
+ORIGIN = (101.5, -40.0, 12.25)  # deliberately non-zero, like cropped deposited maps
+SHAPE = (36, 34, 32)
+
+
+def _write_pdb(path, n=300, seed=0):
+    """A compact random-walk 'chain' of C/N/O atoms (3.8 A steps) inside the box, in absolute A."""
+    rng = np.random.default_rng(seed)
+    pos = np.zeros((n, 3))
+    centre = np.array(ORIGIN) + np.array(SHAPE[::-1]) / 2.0
+    pos[0] = centre
+    for i in range(1, n):
+        step = rng.normal(size=3)
+        pos[i] = pos[i - 1] + 1.5 * step / np.linalg.norm(step)
+        pos[i] = centre + np.clip(pos[i] - centre, -9, 9)
+    lines = []
+    for i, (x, y, z) in enumerate(pos):
+        el = "CNO"[i % 3]
+        lines.append(f"ATOM  {i + 1:5d}  {el:<3s} ALA A{i // 5 + 1:4d}    {x:8.3f}{y:8.3f}{z:8.3f}  1.00 20.00"
+                     f"           {el}")
+    path.write_text("\n".join(lines) + "\nEND\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    d = tmp_path_factory.mktemp("evalcase")
+    pdb = _write_pdb(d / "model.pdb")
+    grid = GridInfo(shape=SHAPE, voxel_size=(1.0, 1.0, 1.0), origin=ORIGIN)
+    clean = model_map(pdb, MapGeometry.from_grid(grid), blur=60.0)
+    rng = np.random.default_rng(7)
+    sd = float(clean.std())
+    halves = [clean + rng.normal(0, sd, SHAPE).astype(np.float32) for _ in range(2)]
+    return {"pdb": pdb, "grid": grid, "clean": clean, "halves": halves, "dir": d}
+
+
+def test_model_map_sits_on_the_atoms_with_a_non_zero_origin(tmp_path):
+    pdb = tmp_path / "one.pdb"
+    x, y, z = ORIGIN[0] + 10.0, ORIGIN[1] + 12.0, ORIGIN[2] + 7.0
+    pdb.write_text(f"ATOM      1  CA  ALA A   1    {x:8.3f}{y:8.3f}{z:8.3f}  1.00 20.00           C\nEND\n")
+    geo = MapGeometry(shape=(20, 24, 22), voxel_size=(1.0, 1.0, 1.0), origin=ORIGIN)
+    m = model_map(pdb, geo)
+    assert np.unravel_index(np.argmax(m), m.shape) == (7, 12, 10)
+    mask = model_mask(pdb, geo, 3.0)
+    assert mask[7, 12, 10] == 1 and mask[7, 12, 13] == 1 and mask[7, 12, 14] == 0
+    assert mask.sum() == pytest.approx(4 / 3 * math.pi * 27, rel=0.15)
+
+
+def test_geometry_uses_nstart_when_origin_is_zero():
+    grid = GridInfo(shape=(10, 10, 10), voxel_size=(2.0, 2.0, 2.0), nstart=(-5, -4, -3))
+    assert MapGeometry.from_grid(grid).origin == (-10.0, -8.0, -6.0)
+
+
+def test_read_model_errors(tmp_path):
+    from deepemhancer_engine.errors import InputError
+
+    bad = tmp_path / "bad.pdb"
+    bad.write_text("this is not a model\n")
+    with pytest.raises(InputError, match="bad.pdb"):
+        read_model(bad)
+
+
+def test_identity_enhancer_passes_the_honesty_checks(case, tmp_path):
+    h1, h2 = case["halves"]
+    res = evaluate(h1, h2, case["grid"], enhancer=lambda v: v.copy(), model=case["pdb"], outdir=tmp_path,
+                   noise_test=True, label="synthetic")
+    assert res["honesty"]["max_fsc_gain_beyond_raw0.143"] == pytest.approx(0.0, abs=1e-6)
+    assert abs(res["honesty"]["noise_max_fsc_beyond_10A"]) < 0.35
+    for name in ("average", "sharpened", "enhanced"):
+        v = res["variants"][name]
+        assert all(np.isfinite(list(v.values()))), name
+        assert v["cc_mask"] > 0.3
+    assert res["variants"]["enhanced"]["cc_box"] == pytest.approx(res["variants"]["average"]["cc_box"])
+    for f in ("metrics.tsv", "fsc_curves.tsv", "summary.json", "fsc_model.png", "fsc_halves.png", "slices.png"):
+        assert (tmp_path / f).stat().st_size > 0, f
+    rows = [ln.split("\t") for ln in (tmp_path / "metrics.tsv").read_text().splitlines()]
+    assert rows[0] == ["variant", "metric", "value"]
+    assert ["honesty", "max_fsc_gain_beyond_raw0.143", "0"] in rows
+
+
+def test_a_hallucinating_enhancer_is_caught(case):
+    h1, h2 = case["halves"]
+    clean = case["clean"]
+
+    def cheat(v):  # pastes the true model density in, whatever the input
+        return (0.2 * v + clean).astype(np.float32)
+
+    res = evaluate(h1, h2, case["grid"], enhancer=cheat, model=case["pdb"], noise_test=True)
+    assert res["honesty"]["max_fsc_gain_beyond_raw0.143"] > 0.3
+    assert res["honesty"]["noise_max_fsc_beyond_10A"] > 0.9
+    assert res["variants"]["enhanced"]["cc_mask"] > res["variants"]["average"]["cc_mask"]
+
+
+def test_wrong_origin_lowers_cc_mask(case):
+    h1, h2 = case["halves"]
+    shifted = GridInfo(shape=SHAPE, voxel_size=(1.0, 1.0, 1.0), origin=(ORIGIN[0] + 6, ORIGIN[1], ORIGIN[2]))
+    good = evaluate(h1, h2, case["grid"], enhanced=h1, model=case["pdb"])
+    bad = evaluate(h1, h2, shifted, enhanced=h1, model=case["pdb"])
+    assert good["variants"]["average"]["cc_mask"] > bad["variants"]["average"]["cc_mask"] + 0.2
+    assert any("no network" in n for n in good["notes"])
+
+
+def test_single_map_is_used_as_both_halves(case):
+    h1, _ = case["halves"]
+    res = evaluate(h1, h1, case["grid"], enhancer=lambda v: v, resolution=4.0)
+    assert res["halves_identical"] and res["resolution_used_A"] == 4.0
+    assert math.isnan(res["honesty"]["max_fsc_gain_beyond_raw0.143"])
+    assert any("identical" in n for n in res["notes"])
+    assert math.isnan(res["variants"]["enhanced"]["cc_mask"])  # no model given
+
+
+def _write_inputs(case, d):
+    paths = {}
+    for name, arr in (("h1", case["halves"][0]), ("h2", case["halves"][1])):
+        paths[name] = d / f"{name}.mrc"
+        write_map(paths[name], arr, case["grid"])
+    return paths
+
+
+def test_cli_evaluate_with_tiny_network(case, tmp_path, tiny_weights):
+    from deepemhancer_engine.cli import main
+
+    p = _write_inputs(case, tmp_path)
+    out = tmp_path / "out"
+    code = main(["evaluate", "--half1", str(p["h1"]), "--half2", str(p["h2"]), "--model", str(case["pdb"]),
+                 "--outdir", str(out), "--weights", str(tiny_weights), "--device", "cpu", "--noise-test", "-q"])
+    assert code == 0
+    text = (out / "metrics.tsv").read_text()
+    assert "enhanced\tcc_mask\t" in text and "noise_max_fsc_beyond_10A" in text
+    assert (out / "fsc_model.png").exists() and (out / "slices.png").exists()
+    _, grid = read_map(p["h1"])
+    assert grid.origin == pytest.approx(ORIGIN)
+
+
+def test_cli_evaluate_given_enhanced_map_without_network(case, tmp_path):
+    from deepemhancer_engine.cli import main
+
+    p = _write_inputs(case, tmp_path)
+    out = tmp_path / "out"
+    code = main(["evaluate", "--map", str(p["h1"]), "--enhanced", str(p["h2"]), "--no-network",
+                 "--resolution", "4", "--outdir", str(out), "--no-plots", "-q"])
+    assert code == 0
+    assert not (out / "slices.png").exists()
+
+
+def test_cli_evaluate_input_errors(case, tmp_path, capsys):
+    from deepemhancer_engine.cli import main
+
+    p = _write_inputs(case, tmp_path)
+    assert main(["evaluate", "--map", str(p["h1"]), "--half1", str(p["h1"]), "--outdir", str(tmp_path)]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["evaluate", "--half1", str(p["h1"]), "--outdir", str(tmp_path)]) == 2
+    assert main(["evaluate", "--map", str(p["h1"]), "--no-network", "--outdir", str(tmp_path)]) == 2
