@@ -20,6 +20,7 @@ import logging
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 
 from .version import __version__
@@ -159,16 +160,37 @@ class ProgressReporter:
             self.last_log, self.last_frac = now, frac
 
 
-def _raise_on_sigterm() -> None:
-    """Turn SIGTERM into an exception so that temporary files are removed on the way out."""
+def _raise_on_sigterm() -> dict:
+    """Turn SIGTERM (and SIGINT) into KeyboardInterrupt so that temporary files are removed on the way out.
+
+    Only the first signal raises: later ones are ignored, so a second Ctrl-C or a kill right after the
+    first cannot interrupt the clean-up or the error message (SIGKILL still works). SIGINT is left alone
+    when it is ignored (a background job). Returns the previous handlers, for :func:`_restore_signals`.
+    """
+
+    fired = []
 
     def handler(signum, frame):  # noqa: ARG001
-        raise KeyboardInterrupt("terminated")
+        if not fired:  # (setting SIG_IGN here instead would make Python warn about pending signals)
+            fired.append(signum)
+            raise KeyboardInterrupt("terminated" if signum == signal.SIGTERM else "")
 
+    previous = {}
     try:
-        signal.signal(signal.SIGTERM, handler)
+        previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, handler)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            previous[signal.SIGINT] = signal.signal(signal.SIGINT, handler)
     except ValueError:  # not in the main thread
         pass
+    return previous
+
+
+def _restore_signals(previous: dict) -> None:
+    for sig, old in previous.items():
+        try:
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
+        except (ValueError, TypeError):
+            pass
 
 
 def run_enhance(argv: Sequence[str]) -> int:
@@ -247,9 +269,11 @@ def _guarded(func, debug: bool) -> int:
     """Run ``func`` mapping engine errors to one stderr line and an exit code."""
     from .errors import DeepEMhancerError
 
-    _raise_on_sigterm()
+    previous = _raise_on_sigterm()
     try:
-        return int(func() or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _log_warning  # library warnings as one log line each, not source dumps
+            return int(func() or 0)
     except DeepEMhancerError as exc:
         if debug:
             raise
@@ -258,15 +282,34 @@ def _guarded(func, debug: bool) -> int:
     except MemoryError:
         if debug:
             raise
-        print("error: out of memory; use a smaller map, fewer cubes per call (-b) or a bigger machine",
-              file=sys.stderr)
+        print(_OUT_OF_MEMORY, file=sys.stderr)
         return 4
     except KeyboardInterrupt as exc:
+        previous.clear()  # keep ignoring further signals while the process exits
         if debug:
             raise
         print(f"error: {'terminated' if str(exc) == 'terminated' else 'interrupted'}; no output written",
               file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug or an unforeseen failure: still one line, the traceback with --debug
+        if debug:
+            raise
+        if isinstance(exc, RuntimeError) and any(m in str(exc) for m in _ALLOC_FAILURES):
+            print(_OUT_OF_MEMORY, file=sys.stderr)  # torch reports failed allocations as RuntimeError
+            return 4
+        print(f"error: unexpected {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for the traceback "
+              "and please report it)", file=sys.stderr)
+        return 1
+    finally:
+        _restore_signals(previous)
+
+
+def _log_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
+    logging.getLogger("py.warnings").warning("%s: %s", category.__name__, _one_line(message))
+
+
+_OUT_OF_MEMORY = "error: out of memory; use a smaller map, fewer cubes per call (-b) or a bigger machine"
+_ALLOC_FAILURES = ("can't allocate memory", "not enough memory", "out of memory", "std::bad_alloc")
 
 
 def _one_line(exc: BaseException) -> str:

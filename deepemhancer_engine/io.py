@@ -8,11 +8,13 @@ message starts with the file path.
 
 from __future__ import annotations
 
+import bz2
 import contextlib
 import gzip
 import logging
 import math
 import os
+import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -23,7 +25,12 @@ import mrcfile
 import numpy as np
 import numpy.typing as npt
 
-from .errors import InputError
+from .errors import DeviceError, InputError
+
+try:
+    import resource
+except ImportError:  # not on Unix
+    resource = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +42,8 @@ _MODES = {0: "i1", 1: "i2", 2: "f4", 6: "u2", 12: "f2"}
 _COMPLEX_MODES = {3: "complex int16", 4: "complex float32"}
 _HEADER_BYTES = 1024
 _TMP_SUFFIX = ".deepemhancer-tmp"
+#: A compressed map may decompress to at most this much more than its header declares.
+_MAX_EXTRA_BYTES = 1 << 26
 
 
 def _read_umask() -> int:
@@ -125,6 +134,97 @@ def _mrcfile_errors(path: Path, what: str) -> Iterator[None]:
         log.warning("%s: %s", path, w.message)
 
 
+def memory_limit() -> int:
+    """Bytes of memory this process may use at most: RAM + swap, capped by cgroup, RLIMIT_AS and RLIMIT_DATA."""
+    limits: list[int] = []
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        swap = 0
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            with open("/proc/meminfo") as meminfo:
+                swap = next((int(ln.split()[1]) * 1024 for ln in meminfo if ln.startswith("SwapTotal:")), 0)
+        limits.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") + swap)
+    for cgroup in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        with contextlib.suppress(OSError, ValueError):  # "max" (no limit) is a ValueError
+            limits.append(int(Path(cgroup).read_text().strip()))
+    if resource is not None:
+        for name in ("RLIMIT_AS", "RLIMIT_DATA"):
+            with contextlib.suppress(ValueError, OSError, AttributeError):
+                soft = resource.getrlimit(getattr(resource, name))[0]
+                if soft != resource.RLIM_INFINITY:
+                    limits.append(int(soft))
+    limits = [n for n in limits if n > 0]
+    return min(limits) if limits else sys.maxsize
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.3g} GiB"
+
+
+def _open_raw(path: Path, compressed: bool):
+    if not compressed:
+        return open(path, "rb")
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else bz2.open(path, "rb")
+
+
+def _count_bytes(stream, limit: int) -> int:
+    """Bytes left in ``stream``, counted in chunks (no big allocation), stopping at ``limit``."""
+    total = 0
+    while total < limit:
+        chunk = stream.read(min(1 << 20, limit - total))
+        if not chunk:
+            break
+        total += len(chunk)
+    return total
+
+
+def _precheck_sizes(path: Path, compressed: bool) -> None:
+    """Compare the sizes the raw header declares with the file before mrcfile reads anything.
+
+    mrcfile allocates the extended header (and, for compressed files, the data block) at the size the
+    header claims, so a corrupt or hostile header could exhaust memory before any check ran. Headers that
+    mrcfile will reject anyway (bad MAP identifier or machine stamp, too short) are left to it.
+    """
+    with _open_raw(path, compressed) as stream:
+        raw = stream.read(_HEADER_BYTES)
+        if len(raw) < _HEADER_BYTES or raw[208:212] != b"MAP ":
+            return
+        order = {0x44: "<", 0x41: "<", 0x11: ">"}.get(raw[212])
+        if order is None:
+            return
+        nx, ny, nz, mode = (int(v) for v in np.frombuffer(raw[:16], dtype=f"{order}i4"))
+        nsymbt = int(np.frombuffer(raw[92:96], dtype=f"{order}i4")[0])
+        if nsymbt < 0:
+            raise _fail(path, f"header has a negative extended header size {nsymbt}")
+        voxels = nx * ny * nz if min(nx, ny, nz) > 0 and mode in _MODES else 0
+        need = nsymbt + voxels * (np.dtype(_MODES[mode]).itemsize if voxels else 0)
+        too_big = voxels * 4 > memory_limit()
+        counted_all = True
+        if compressed:  # count the decompressed bytes, up to what could matter
+            cap = min(need + _MAX_EXTRA_BYTES + 1, memory_limit()) if too_big else need + _MAX_EXTRA_BYTES + 1
+            counted = _count_bytes(stream, cap)
+            counted_all = counted < cap or not too_big
+            size = _HEADER_BYTES + counted
+        else:
+            size = path.stat().st_size
+    need += _HEADER_BYTES
+    if size < need and counted_all:
+        declared = f"{nx} x {ny} x {nz} voxels" if voxels else "an extended header"
+        if voxels and nsymbt:
+            declared += f" and {nsymbt} bytes of extended header"
+        raise _fail(path, f"is truncated: header declares {declared} ({need} bytes) but the file has "
+                          f"{'only ' if compressed else ''}{size} bytes{' uncompressed' if compressed else ''}")
+    if compressed and size > need + _MAX_EXTRA_BYTES:
+        raise _fail(path, f"decompresses to more than {need + _MAX_EXTRA_BYTES} bytes, far more than the "
+                          f"{need} bytes its header declares (corrupt file or not a single map)")
+    if too_big:
+        raise DeviceError(
+            f"{path}: the map has {nx} x {ny} x {nz} voxels ({_gib(voxels * 4)} as float32), more than the "
+            f"{_gib(memory_limit())} of memory available"
+        )
+
+
 def _check_header(path: Path, header: np.recarray, compressed: bool) -> tuple[int, int, int]:
     """Validate mode, dimensions, stack flags and file size; return (nx, ny, nz) as stored."""
     mode = int(header.mode)
@@ -137,8 +237,11 @@ def _check_header(path: Path, header: np.recarray, compressed: bool) -> tuple[in
     if min(nx, ny, nz) < 1:
         raise _fail(path, f"header has invalid dimensions {nx} x {ny} x {nz}")
     ispg, mz = int(header.ispg), int(header.mz)
-    if 401 <= ispg <= 630 and mz > 0 and nz // mz > 1:
-        raise _fail(path, f"is a stack of {nz // mz} volumes; a single 3D map is needed")
+    if 401 <= ispg <= 630 and mz > 0 and nz != mz:
+        if nz % mz == 0:
+            raise _fail(path, f"is a stack of {nz // mz} volumes; a single 3D map is needed")
+        raise _fail(path, f"has an inconsistent volume stack header (ISPG {ispg}: NZ {nz} is not a multiple "
+                          f"of MZ {mz})")
     if ispg == 0 and nz > 1 and mz == 1:
         raise _fail(path, f"is a stack of {nz} 2D images (ISPG 0, MZ 1); a 3D map is needed")
     if 1 in (nx, ny, nz):
@@ -201,8 +304,11 @@ def read_map(path: PathLike, *, what: str = "map") -> tuple[npt.NDArray[np.float
     Raises
     ------
     InputError
-        Missing/unreadable file, not MRC, unsupported mode, 2D image or stack, truncated file,
-        bad voxel size or axis order, NaN/Inf voxels, empty or constant map.
+        Missing/unreadable file, not MRC, unsupported mode, 2D image or stack, truncated file (checked
+        before anything the header declares is allocated), bad voxel size, origin or axis order, NaN/Inf
+        voxels, empty or constant map.
+    DeviceError
+        The map's voxels (as float32) need more memory than the process may use (:func:`memory_limit`).
     """
     path = Path(path)
     if not path.exists():
@@ -211,13 +317,22 @@ def read_map(path: PathLike, *, what: str = "map") -> tuple[npt.NDArray[np.float
         raise _fail(path, f"is a directory, not a {what} file")
     with _mrcfile_errors(path, what):
         compressed = _is_compressed(path)
+        _precheck_sizes(path, compressed)
         with mrcfile.open(path, mode="r", permissive=False, header_only=True) as mrc:
             header = mrc.header.copy()
         _check_header(path, header, compressed)
         voxel_size = _voxel_size(path, header)
+        origin = (float(header.origin.x), float(header.origin.y), float(header.origin.z))
+        if not all(math.isfinite(o) for o in origin):
+            raise _fail(path, f"has a non-finite origin {origin} Å")
+        angles = (float(header.cellb.alpha), float(header.cellb.beta), float(header.cellb.gamma))
+        if any(angles) and not all(abs(a - 90.0) < 1e-3 for a in angles):
+            log.warning("%s: cell angles %s are not 90 degrees; the map is treated as orthogonal", path, angles)
         opener = mrcfile.open if compressed else mrcfile.mmap
         with opener(path, mode="r", permissive=False) as mrc:
             raw = mrc.data
+            if raw is not None and raw.ndim == 4 and raw.shape[0] == 1:
+                raw = raw[0]  # a volume stack of one volume (ISPG 401-630, NZ == MZ)
             if raw is None or raw.ndim != 3:
                 shape = getattr(raw, "shape", None)
                 raise _fail(path, f"has unexpected data shape {shape}; a 3D map is needed")
@@ -229,7 +344,7 @@ def read_map(path: PathLike, *, what: str = "map") -> tuple[npt.NDArray[np.float
     grid = GridInfo(
         shape=tuple(int(n) for n in data.shape),  # type: ignore[arg-type]
         voxel_size=voxel_size,
-        origin=(float(header.origin.x), float(header.origin.y), float(header.origin.z)),
+        origin=origin,
         nstart=(int(header.nxstart), int(header.nystart), int(header.nzstart)),
         axis_order=axis_order,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -19,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from .config import EnhanceConfig, ModelName, NormMode
-from .errors import InputError
-from .io import GridInfo, check_same_grid, read_map, write_map
+from .errors import DeviceError, InputError
+from .io import GridInfo, check_same_grid, memory_limit, read_map, write_map
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ def enhance(
         raise InputError(f"a 3D map is needed, got an array of shape {volume.shape}")
     vs = _as_xyz(voxel_size)
     target_vs = float(getattr(model.card, "voxel_size", None) or config.working_voxel_size)
+    check_working_grid(volume.shape, vs, target_vs)
 
     clock = _StageClock(timings)
     with clock("resample"):
@@ -123,6 +125,34 @@ def enhance(
         with clock("clean"):
             out = clean_small_blobs(out, config.cleaning_strength)
     return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def check_working_grid(shape: Sequence[int], voxel_size: Sequence[float], target: float) -> tuple[int, int, int]:
+    """Return the ``[z, y, x]`` shape of the map at ``target`` A/voxel, refusing degenerate or oversized grids.
+
+    Raises InputError when an axis would be under 2 voxels (a wrong voxel size makes the map 2D) and
+    DeviceError, before anything is allocated, when the working arrays (at least three float32 copies of
+    the resampled map) cannot fit in the memory this process may use.
+    """
+    vs_zyx = (voxel_size[2], voxel_size[1], voxel_size[0])
+    if not all(math.isfinite(v) and v > 0 for v in vs_zyx):
+        raise InputError(f"voxel size must be positive and finite, got {_fmt_vs(voxel_size)} A")
+    work = tuple(max(1, round(n * v / target)) for n, v in zip(shape, vs_zyx))
+    for axis, n, v, m in zip("zyx", shape, vs_zyx, work):
+        if m < 2:
+            raise InputError(
+                f"the map is only {n * v:.3g} A thick along {axis} ({n} voxels of {v:.3g} A), less than 2 voxels "
+                f"at {target:g} A/voxel; check the voxel size (header or -s)"
+            )
+    need, limit = 3 * 4 * math.prod(work), memory_limit()
+    if need > limit:
+        box = "x".join(str(n) if n < 10**7 else f"{n:.1e}" for n in reversed(work))
+        raise DeviceError(
+            f"at {target:g} A/voxel the map ({_fmt_shape(shape)} voxels of {_fmt_vs(voxel_size)} A) becomes {box} "
+            f"voxels and needs at least {need / 2**30:.3g} GiB of memory, more than the {limit / 2**30:.3g} GiB "
+            "available; check the voxel size (header or -s)"
+        )
+    return work  # type: ignore[return-value]
 
 
 def read_inputs(
@@ -195,8 +225,8 @@ def enhance_file(
     out = check_output(output, [*inputs, mask_path], force=force)
     volume, grid, mask = read_inputs(inputs, mask_path)
     if voxel_size is not None:
-        if not voxel_size > 0:
-            raise InputError(f"voxel size (-s) must be positive, got {voxel_size!r}")
+        if not (voxel_size > 0 and math.isfinite(voxel_size)):
+            raise InputError(f"voxel size (-s) must be a positive number, got {voxel_size!r}")
         grid = dataclasses.replace(grid, voxel_size=(float(voxel_size),) * 3)
     log.info(
         "Input %s: %s voxels, %s A/voxel, origin %s", ", ".join(str(p) for p in inputs),
