@@ -211,7 +211,10 @@ def _load_state_dict(pt: Path, card: ModelCard) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(pt, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors have many types; all mean "not a state dict"
-        raise WeightsError(f"cannot read {pt} as PyTorch weights: {str(exc).splitlines()[0]}") from exc
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "weights_only" in str(exc):  # torch suggests weights_only=False: never for untrusted files
+            first = "the file holds objects other than tensors (refused: only plain state dicts are loaded)"
+        raise WeightsError(f"cannot read {pt} as PyTorch weights: {first}") from exc
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{pt} does not hold a state dict (a mapping of tensor names to tensors)")
     return dict(state)
@@ -249,10 +252,12 @@ def load_model(model: ModelName | str, path: str | os.PathLike[str] | None = Non
     """
     pt, card = resolve_weights(model, path)
     state = _load_state_dict(pt, card)
-    net = build_model(card.arch, card.kwargs)
-    problems = _fit_problems(net, state)
+    with torch.device("meta"):  # shapes only: a card naming a huge network allocates nothing
+        skeleton = build_model(card.arch, card.kwargs)
+    problems = _fit_problems(skeleton, state)
     if problems:
         raise WeightsError(f"weights {pt} do not fit architecture {card.arch} {card.kwargs}: {problems}")
+    net = build_model(card.arch, card.kwargs)
     net.load_state_dict(state, strict=True)
     net.eval()
     if card.is_placeholder:
