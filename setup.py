@@ -34,6 +34,7 @@ setup(
         "deepemhancer.protocols",
         "deepemhancer.viewers",
         "deepemhancer.tests",
+        "deepemhancer.scripts",
         *find_packages(include=["deepemhancer_engine", "deepemhancer_engine.*"]),
     ],
     package_dir={

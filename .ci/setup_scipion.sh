@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent headless Scipion 3 set-up for this plugin (recipe: docs "scipion-headless").
 #
-#   .ci/setup_scipion.sh PREFIX [--no-engine]
+#   .ci/setup_scipion.sh PREFIX [--no-engine | --reinstall-engine]
 #
 # Creates (or reuses) under PREFIX:
 #   PREFIX/venv       Scipion's Python env: scipion-pyworkflow/-em/-app pinned from PyPI, pytest,
@@ -9,7 +9,9 @@
 #   PREFIX/home       SCIPION_HOME (config/scipion.conf + hosts.conf, software/em/ = managed envs)
 #   PREFIX/userdata   SCIPION_USER_DATA (test projects)
 # then runs `scipion3 installb deepemhancer` (the engine's managed env: venv, or conda when configured;
-# skipped with --no-engine) and prints the variables to export.
+# skipped with --no-engine; --reinstall-engine removes it first, e.g. after engine changes without a
+# version bump, since installb skips a target whose files exist) and prints the variables to export.
+# It can be sourced (.ci/run does): the exports then stay in the caller's shell.
 #
 # Variables honoured: PYTHON (interpreter for the Scipion venv, default python3.11 or python3),
 # DEEPEMHANCER_TORCH (pip requirement for torch in the managed env, default torch==2.13.0),
@@ -18,7 +20,9 @@ set -euo pipefail
 
 PREFIX="${1:?usage: $0 PREFIX [--no-engine]}"
 WITH_ENGINE=1
+REINSTALL=0
 [ "${2:-}" = "--no-engine" ] && WITH_ENGINE=0
+[ "${2:-}" = "--reinstall-engine" ] && REINSTALL=1
 mkdir -p "$PREFIX"
 PREFIX="$(cd "$PREFIX" && pwd)"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -70,6 +74,10 @@ scipion3 inspect deepemhancer > "$PREFIX/inspect.log" 2>&1 || { cat "$PREFIX/ins
 
 if [ "$WITH_ENGINE" = 1 ]; then
     step "4. managed engine environment: scipion3 installb deepemhancer"
+    if [ "$REINSTALL" = 1 ]; then
+        OLD_HOME="$("$VENV/bin/python" -c 'from deepemhancer import Plugin; print(Plugin.getHome())')"
+        case "$OLD_HOME" in "$SCIPION_HOME"/software/em/deepemhancer-*) rm -rf "$OLD_HOME" ;; esac
+    fi
     scipion3 installb deepemhancer 2>&1 | tee "$PREFIX/installb.log" | tail -5
     # installb exits 0 on an unknown target and its rc is lost in the pipe: check the flag file
     FLAG="$("$VENV/bin/python" -c 'from deepemhancer import Plugin; print(Plugin.getInstalledFlagPath())')"

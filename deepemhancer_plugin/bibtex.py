@@ -1,4 +1,5 @@
 # -*- coding: utf-8 -*-
+# ruff: noqa: E501
 """
 @article{SanchezGarcia2021,
 title = {DeepEMhancer: a deep learning solution for cryo-EM volume post-processing},

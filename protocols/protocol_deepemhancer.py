@@ -1,0 +1,402 @@
+"""ProtDeepEMhancer: deep-learning post-processing of a cryo-EM map (or its two half-maps).
+
+The work runs in the engine's managed environment through its CLI (``deepemhancer -i ... -o ...``);
+this module only builds the command line, checks inputs before anything runs and registers the output.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+
+import pyworkflow.protocol.params as params
+from deepemhancer import ENGINE_VERSION, Plugin
+from deepemhancer.constants import (
+    BLEND_MODES,
+    ENGINE_ERROR_PREFIX,
+    MODEL_TYPES,
+    NORM_AUTO,
+    NORM_MASK,
+    NORM_STATS,
+    NORMALIZATIONS,
+    OUTPUT_MAP,
+)
+from pwem.objects import Volume
+from pwem.protocols import ProtAnalysis3D
+from pyworkflow.protocol.constants import GPU_LIST, USE_GPU
+
+MRC_EXTENSIONS = (".mrc", ".map", ".ccp4", ".mrcs", ".rec")
+#: Relative tolerance when comparing sampling rates (A/px) of two inputs.
+SAMPLING_RTOL = 1e-3
+EXIT_MEANINGS = {2: "bad input", 3: "model weights problem", 4: "compute device problem"}
+
+
+def stripFormat(fn):
+    """'file.mrc:mrc' -> 'file.mrc' (Scipion appends the format to some file names)."""
+    return fn.split(":")[0] if fn else fn
+
+
+class ProtDeepEMhancer(ProtAnalysis3D):
+    """Enhance a cryo-EM map with DeepEMhancer (PyTorch): a 3D U-Net trained to produce
+    tightly-masked, locally sharpened maps from half-maps (recommended) or a single map.
+    """
+
+    _label = "deepemhancer"
+    _possibleOutputs = {"outputVolume": Volume}
+
+    # ==================================================================================== DEFINE params
+    def _defineParams(self, form):
+        form.addHidden(USE_GPU, params.BooleanParam, default=True,
+                       label="Use GPU?",
+                       help="No: run on the CPU (slower, always possible).")
+        form.addHidden(GPU_LIST, params.StringParam, default="0",
+                       label="GPU IDs",
+                       help="GPU indices, e.g. 0 or 0,1, counted among the GPUs visible to the job "
+                            "(CUDA_VISIBLE_DEVICES is honoured).")
+        form.addSection(label="Input")
+
+        group = form.addGroup("Input maps")
+        group.addParam("useHalfMaps", params.BooleanParam, default=True,
+                       label="Input: two half-maps?",
+                       help="Yes (recommended): the two unfiltered half-maps of a refinement. "
+                            "No: one map.")
+        group.addParam("halfMapsAttached", params.BooleanParam, default=False,
+                       condition="useHalfMaps",
+                       label="Half-maps attached to a volume?",
+                       help="Yes: take the half-maps registered with the input volume.")
+        group.addParam("inputHalf1", params.PointerParam, pointerClass="Volume", allowsNull=True,
+                       condition="useHalfMaps and not halfMapsAttached", important=True,
+                       label="Half-map 1", help="First unfiltered half-map.")
+        group.addParam("inputHalf2", params.PointerParam, pointerClass="Volume", allowsNull=True,
+                       condition="useHalfMaps and not halfMapsAttached", important=True,
+                       label="Half-map 2", help="Second half-map: same box size and sampling as half-map 1.")
+        group.addParam("inputVolume", params.PointerParam, pointerClass="Volume", allowsNull=True,
+                       condition="not useHalfMaps or halfMapsAttached", important=True,
+                       label="Input map", help="The map to enhance (or the volume holding the half-maps).")
+
+        group = form.addGroup("Normalization")
+        group.addParam("normalization", params.EnumParam, choices=NORMALIZATIONS, default=NORM_AUTO,
+                       display=params.EnumParam.DISPLAY_HLIST, label="Normalization",
+                       help="Automatic: noise statistics estimated from the solvent.\n"
+                            "Noise statistics: give the mean and standard deviation of the solvent noise.\n"
+                            "Mask: a binary mask of the molecule (uses the mask-normalised model).")
+        group.addParam("noiseMean", params.FloatParam, default=0.0, condition="normalization == %d" % NORM_STATS,
+                       label="Noise mean", help="Mean of the solvent noise (map units).")
+        group.addParam("noiseStd", params.FloatParam, default=1.0, condition="normalization == %d" % NORM_STATS,
+                       label="Noise std", help="Standard deviation of the solvent noise (map units, > 0).")
+        group.addParam("inputMask", params.PointerParam, pointerClass="VolumeMask,Volume", allowsNull=True,
+                       condition="normalization == %d" % NORM_MASK, label="Mask",
+                       help="Binary mask of the molecule, same box size as the input.")
+
+        group = form.addGroup("Model")
+        group.addParam("modelType", params.EnumParam, choices=MODEL_TYPES, default=0,
+                       condition="normalization != %d" % NORM_MASK,
+                       display=params.EnumParam.DISPLAY_HLIST, label="Model",
+                       help="tightTarget: tight masking (default). wideTarget: less aggressive masking. "
+                            "highRes: maps better than ~4 A. With a mask, the mask-normalised model is used.")
+        group.addParam("performCleaning", params.BooleanParam, default=False,
+                       label="Remove small blobs?",
+                       help="Post-processing that removes small disconnected densities (dust).")
+        group.addParam("cleaningStrength", params.FloatParam, default=0.1, condition="performCleaning",
+                       label="Cleaning strength",
+                       help="Relative size (0-1) of the connected components removed.")
+        group.addParam("batchSize", params.IntParam, default=8, label="Batch size",
+                       help="Number of 64^3 cubes processed at once; lower it if the GPU runs out of memory.")
+
+        group = form.addGroup("Advanced")
+        group.addParam("stride", params.IntParam, default=32, label="Stride (voxels)",
+                       help="Distance between the starts of overlapping 64^3 cubes (1-64). "
+                            "Smaller: more overlap, slower.")
+        group.addParam("blending", params.EnumParam, choices=BLEND_MODES, default=0,
+                       display=params.EnumParam.DISPLAY_HLIST, label="Blending",
+                       help="gaussian: weight overlapping cubes by a Gaussian window. "
+                            "constant: plain average, as the original DeepEMhancer.")
+        group.addParam("cpuFallback", params.BooleanParam, default=True,
+                       label="Fall back to CPU without GPU?",
+                       help="Yes: when the GPU is asked for but none is available, run on the CPU. "
+                            "No: refuse to run.")
+        form.addParallelSection(threads=4, mpi=0)
+
+    # ==================================================================================== INSERT steps
+    def _insertAllSteps(self):
+        self._insertFunctionStep(self.convertInputStep)
+        self._insertFunctionStep(self.enhanceStep)
+        self._insertFunctionStep(self.createOutputStep)
+
+    # ==================================================================================== STEPS
+    def convertInputStep(self):
+        """MRC inputs are read in place; anything else is converted into this run's tmp folder."""
+        for fn, target in zip(self._inputFileNames(), self._engineInputPaths()):
+            if fn != target:
+                from pwem.emlib.image import ImageHandler
+
+                ImageHandler().convert(fn, target)
+
+    def enhanceStep(self):
+        errLog = self.getStderrLog()
+        start = os.path.getsize(errLog) if os.path.exists(errLog) else 0
+        try:
+            self.runJob(Plugin.getProgram(), self.getEngineArgs(),
+                        env=Plugin.getEnviron(tmpDir=self._getTmpPath()),
+                        numberOfMpi=1, numberOfThreads=1)
+        except subprocess.CalledProcessError as exc:
+            raise RuntimeError(self._engineFailureMessage(exc.returncode, errLog, start)) from None
+
+    def createOutputStep(self):
+        ref = self._referenceVolume()
+        outFn = self.getOutputPath()
+        if not os.path.exists(outFn):
+            raise RuntimeError("DeepEMhancer finished without writing %s" % outFn)
+        vol = Volume()
+        vol.setFileName(outFn)
+        vol.setSamplingRate(ref.getSamplingRate())
+        vol.setOrigin(ref.getOrigin(force=True))
+        inDim, outDim = ref.getDim(), vol.getDim()
+        if tuple(inDim) != tuple(outDim):
+            raise RuntimeError("DeepEMhancer output %s has dimensions %s, input %s" % (outFn, outDim, inDim))
+        halves = self._halfMapFileNames()
+        if halves:
+            vol.setHalfMaps(halves)
+        self._defineOutputs(outputVolume=vol)
+        for pointer in self._inputPointers():
+            self._defineSourceRelation(pointer, vol)
+
+    # ==================================================================================== INFO
+    def _validate(self):
+        errors = Plugin.validateInstallation()
+        errors += self._validateInputs()
+        if self.normalization.get() == NORM_STATS and not self.noiseStd.get() > 0:
+            errors.append("Noise std must be positive, got %s." % self.noiseStd.get())
+        if self.performCleaning and not 0 < self.cleaningStrength.get() < 1:
+            errors.append("Cleaning strength must be between 0 and 1, got %s." % self.cleaningStrength.get())
+        if self.batchSize.get() < 1:
+            errors.append("Batch size must be at least 1, got %s." % self.batchSize.get())
+        if not 1 <= self.stride.get() <= 64:
+            errors.append("Stride must be between 1 and 64 voxels, got %s." % self.stride.get())
+        errors += self._validateGpu()
+        return errors
+
+    def _warnings(self):
+        warnings = []
+        if self.usesGpu() and not self.useQueue() and self.cpuFallback and not gpusAvailable():
+            warnings.append("No GPU is available here: DeepEMhancer will run on the CPU (slower).")
+        return warnings
+
+    def _summary(self):
+        summary = []
+        mode = "two half-maps" if self.useHalfMaps else "one map"
+        summary.append("Input: %s. Model: %s. Normalization: %s."
+                       % (mode, self.getModelName(), NORMALIZATIONS[self.normalization.get()]))
+        if self.performCleaning:
+            summary.append("Small blobs removed (strength %s)." % self.cleaningStrength.get())
+        if self.hasAttribute("outputVolume"):
+            out = self.outputVolume
+            summary.append("Output: %s (%s px, %.3f A/px)."
+                           % (stripFormat(out.getFileName()), "x".join(map(str, out.getDim() or ())),
+                              out.getSamplingRate()))
+        else:
+            summary.append("Output not ready yet.")
+        return summary
+
+    def _methods(self):
+        if not self.hasAttribute("outputVolume"):
+            return []
+        return ["The map %s was post-processed with DeepEMhancer [SanchezGarcia2021] (PyTorch engine %s, "
+                "model %s, %s normalization) from %s, giving %s."
+                % (self.getObjectTag(self._inputPointers()[0].get()), ENGINE_VERSION, self.getModelName(),
+                   NORMALIZATIONS[self.normalization.get()].lower(),
+                   "two half-maps" if self.useHalfMaps else "a single map",
+                   self.getObjectTag("outputVolume"))]
+
+    def _citations(self):
+        return ["SanchezGarcia2021"]
+
+    # ==================================================================================== UTILS
+    def getOutputPath(self):
+        return os.path.abspath(self._getExtraPath(OUTPUT_MAP))
+
+    def getModelName(self):
+        if self.normalization.get() == NORM_MASK:
+            return "maskNormalized"
+        return MODEL_TYPES[self.modelType.get()]
+
+    def getDeviceArgs(self):
+        """['--device', ...] (+ ['-g', ids]) from useGpu/gpuList/cpuFallback."""
+        if not self.usesGpu():
+            return ["--device", "cpu"]
+        args = ["--device", "auto" if self.cpuFallback else "cuda"]
+        gpus = [str(g) for g in self.getGpuList()]
+        if gpus:
+            args += ["-g", ",".join(gpus)]
+        return args
+
+    def getEngineArgList(self):
+        """The engine's argv (without the program), from the parameters only."""
+        inputs = self._engineInputPaths()
+        args = ["-i", inputs[0]]
+        if len(inputs) == 2:
+            args += ["-i2", inputs[1]]
+        args += ["-o", self.getOutputPath(), "-s", "%g" % self._referenceVolume().getSamplingRate()]
+        norm = self.normalization.get()
+        if norm == NORM_MASK:
+            args += ["-m", self._maskPath()]
+        else:
+            args += ["-p", MODEL_TYPES[self.modelType.get()]]
+            if norm == NORM_STATS:
+                args += ["--noiseStats", "%g" % self.noiseMean.get(), "%g" % self.noiseStd.get()]
+        if self.performCleaning:
+            args += ["--cleaningStrength", "%g" % self.cleaningStrength.get()]
+        args += ["-b", str(self.batchSize.get()), "--stride", str(self.stride.get()),
+                 "--blend", BLEND_MODES[self.blending.get()]]
+        args += self.getDeviceArgs()
+        args += ["--force"]  # a re-run (continue/restart) overwrites a previous attempt
+        return args
+
+    def getEngineArgs(self):
+        """getEngineArgList() as one shell-quoted string (what runJob expects)."""
+        import shlex
+
+        return " ".join(shlex.quote(a) for a in self.getEngineArgList())
+
+    def _inputPointers(self):
+        if self.useHalfMaps and not self.halfMapsAttached:
+            return [self.inputHalf1, self.inputHalf2]
+        return [self.inputVolume]
+
+    def _referenceVolume(self):
+        """The volume whose sampling, dimensions and origin the output takes."""
+        return self._inputPointers()[0].get()
+
+    def _halfMapFileNames(self):
+        if not self.useHalfMaps:
+            return []
+        if self.halfMapsAttached:
+            vol = self.inputVolume.get()
+            return [f.strip() for f in vol.getHalfMaps().split(",")] if vol and vol.hasHalfMaps() else []
+        return [p.get().getFileName() for p in (self.inputHalf1, self.inputHalf2) if p.get() is not None]
+
+    def _inputFileNames(self):
+        """Absolute paths of the maps given to the engine (1 or 2), before any conversion."""
+        if self.useHalfMaps:
+            names = self._halfMapFileNames()
+        else:
+            names = [self.inputVolume.get().getFileName()]
+        return [os.path.abspath(stripFormat(fn)) for fn in names]
+
+    def _engineInputPaths(self):
+        paths = []
+        for i, fn in enumerate(self._inputFileNames(), start=1):
+            if fn.lower().endswith(MRC_EXTENSIONS):
+                paths.append(fn)
+            else:
+                paths.append(os.path.abspath(self._getTmpPath("input_%d.mrc" % i)))
+        return paths
+
+    def _maskPath(self):
+        fn = os.path.abspath(stripFormat(self.inputMask.get().getFileName()))
+        return fn
+
+    def _engineFailureMessage(self, returncode, errLog, start):
+        """'DeepEMhancer failed (exit 2, bad input): error: <engine line>' from this attempt's stderr."""
+        reason = ""
+        for log in (errLog, self.getStdoutLog()):
+            if not os.path.exists(log):
+                continue
+            with open(log, errors="replace") as f:
+                if log == errLog:
+                    f.seek(start)
+                lines = [ln.strip() for ln in f.read().splitlines()]
+            found = [ln[ln.index(ENGINE_ERROR_PREFIX):] for ln in lines if ENGINE_ERROR_PREFIX in ln
+                     and re.match(r"^(\x1b\[[0-9;]*m)?\s*%s" % ENGINE_ERROR_PREFIX, ln)]
+            if found:
+                reason = found[-1]
+                break
+        meaning = EXIT_MEANINGS.get(returncode)
+        head = "DeepEMhancer failed (exit %s%s)" % (returncode, ", " + meaning if meaning else "")
+        return "%s: %s" % (head, reason) if reason else "%s; see the run log for details." % head
+
+    def _validateInputs(self):
+        """Missing inputs, half-maps or mask that do not match (dimensions, sampling)."""
+        errors = []
+        if self.useHalfMaps and not self.halfMapsAttached:
+            if self.inputHalf1.get() is None or self.inputHalf2.get() is None:
+                return ["Both half-maps (inputHalf1, inputHalf2) are needed with 'two half-maps'."]
+            h1, h2 = self.inputHalf1.get(), self.inputHalf2.get()
+            d1, d2 = h1.getDim(), h2.getDim()
+            if d1 != d2:
+                errors.append("The half-maps have different dimensions: %s is %s px, %s is %s px."
+                              % (stripFormat(h1.getFileName()), _fmtDim(d1),
+                                 stripFormat(h2.getFileName()), _fmtDim(d2)))
+            s1, s2 = h1.getSamplingRate(), h2.getSamplingRate()
+            if abs(s1 - s2) > SAMPLING_RTOL * max(s1, s2):
+                errors.append("The half-maps have different sampling rates: %s has %.4f A/px, %s has %.4f A/px."
+                              % (stripFormat(h1.getFileName()), s1, stripFormat(h2.getFileName()), s2))
+            o1, o2 = (h.getOrigin(force=True).getShifts() for h in (h1, h2))
+            if max(abs(a - b) for a, b in zip(o1, o2)) > 0.01:
+                errors.append("The half-maps have different origins: %s (%s A) and %s (%s A)."
+                              % (stripFormat(h1.getFileName()), _fmtVec(o1),
+                                 stripFormat(h2.getFileName()), _fmtVec(o2)))
+        else:
+            vol = self.inputVolume.get()
+            if vol is None:
+                return ["The input map (inputVolume) is missing."]
+            if self.useHalfMaps and not vol.hasHalfMaps():
+                return ["The input volume %s has no half-maps attached; set 'Half-maps attached' to No "
+                        "and give them as Half-map 1 and 2." % stripFormat(vol.getFileName())]
+        if self.normalization.get() == NORM_MASK:
+            mask = self.inputMask.get()
+            if mask is None:
+                errors.append("Mask normalization needs a mask (inputMask).")
+            else:
+                ref = self._referenceVolume()
+                dm, dr = mask.getDim(), ref.getDim()
+                if dm != dr:
+                    errors.append("The mask %s is %s px but the input map %s is %s px."
+                                  % (stripFormat(mask.getFileName()), _fmtDim(dm),
+                                     stripFormat(ref.getFileName()), _fmtDim(dr)))
+        return errors
+
+    def _validateGpu(self):
+        if not self.usesGpu() or self.useQueue():
+            return []  # CPU asked, or the GPU lives on a queue node we cannot inspect from here
+        available = gpusAvailable()
+        if not available:
+            if self.cpuFallback:
+                return []
+            return ["A GPU was asked for (GPU IDs %s) but none is available here (CUDA_VISIBLE_DEVICES=%s): "
+                    "choose 'Use GPU: No', or allow the CPU fallback."
+                    % (self.gpuList.get(), os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))]
+        bad = [g for g in self.getGpuList() if g >= available]
+        if bad:
+            return ["GPU IDs %s are not available: only %d GPU(s) visible." % (bad, available)]
+        return []
+
+
+def _fmtDim(dim):
+    return "x".join(str(d) for d in dim) if dim else "unknown"
+
+
+def _fmtVec(values):
+    return ", ".join("%g" % v for v in values)
+
+
+def gpusAvailable():
+    """Number of NVIDIA GPUs visible to a job started from here (honours CUDA_VISIBLE_DEVICES)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = [v for v in visible.split(",") if v.strip() and v.strip() not in ("-1", "NoDevFiles")]
+        if not ids:
+            return 0
+    count = 0
+    gpuDir = "/proc/driver/nvidia/gpus"
+    if os.path.isdir(gpuDir):
+        count = len(os.listdir(gpuDir))
+    elif shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+            count = sum(1 for ln in out.splitlines() if ln.startswith("GPU "))
+        except (OSError, subprocess.SubprocessError):
+            count = 0
+    if visible is not None and count:
+        count = min(count, len(ids))
+    return count

@@ -1,0 +1,113 @@
+"""Viewers build their scripts/figures without opening any window (never .show())."""
+
+import os
+
+from deepemhancer import Plugin
+from deepemhancer.tests.test_protocol import DeepEMhancerTestBase
+from deepemhancer.viewers import DeepEMhancerChimeraViewer, DeepEMhancerCootViewer, DeepEMhancerPlotViewer
+from deepemhancer.viewers.viewer_deepemhancer import CXC_SCRIPT, FSC_PNG, SLICES_PNG, contourLevel, readMap
+from pwem import Domain
+from pwem.viewers.viewer_chimera import Chimera, ChimeraView
+from pyworkflow.gui.plotter import Plotter
+from pyworkflow.viewer import DESKTOP_TKINTER, CommandView, MessageView
+
+
+class TestDeepEMhancerViewers(DeepEMhancerTestBase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        imp1 = cls.importVolume(cls.half1, label="half1")
+        imp2 = cls.importVolume(cls.half2, label="half2")
+        cls.prot = cls.newDeepEMhancer(useHalfMaps=True, inputHalf1=imp1.outputVolume,
+                                       inputHalf2=imp2.outputVolume)
+        cls.launchProtocol(cls.prot)
+
+    def _fakeProgram(self, name):
+        path = os.path.join(self.proj.path, "fakebin", name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\nexit 0\n")
+        os.chmod(path, 0o755)
+        return path
+
+    def test_registered(self):
+        viewers = Domain.findViewers(self.prot, DESKTOP_TKINTER)
+        for v in (DeepEMhancerChimeraViewer, DeepEMhancerCootViewer, DeepEMhancerPlotViewer):
+            self.assertIn(v, viewers)
+
+    def test_chimerax_script(self):
+        viewer = DeepEMhancerChimeraViewer(project=self.proj, protocol=self.prot)
+        cxc = viewer.writeScript(self.prot)
+        self.assertEqual(cxc, os.path.abspath(self.prot._getExtraPath(CXC_SCRIPT)))
+        with open(cxc) as f:
+            script = f.read()
+        self.assertIn('open "%s" format mrc' % self.prot.getOutputPath(), script)
+        self.assertIn('open "%s" format mrc' % self.prot._engineInputPaths()[0], script)
+        self.assertEqual(script.count("\nopen "), 2)
+        self.assertIn("voxelSize 1.300000", script)
+        x, y, z = self.prot.outputVolume.getShiftsFromOrigin()
+        self.assertIn("origin %0.2f,%0.2f,%0.2f" % (x, y, z), script)
+        self.assertIn("\ntile\n", script)  # side by side
+        level = contourLevel(readMap(self.prot.getOutputPath()))
+        self.assertIn("level %g" % level, script)
+
+    def test_chimerax_not_configured_then_configured(self):
+        saved = Chimera._program
+        try:
+            Chimera._program = "/nonexistent/chimerax/bin/ChimeraX"
+            views = DeepEMhancerChimeraViewer(project=self.proj, protocol=self.prot)._visualize(self.prot)
+            self.assertIsInstance(views[0], MessageView)
+            self.assertIn(CXC_SCRIPT, views[0].getMessage())
+            Chimera._program = self._fakeProgram("ChimeraX")
+            views = DeepEMhancerChimeraViewer(project=self.proj, protocol=self.prot)._visualize(self.prot)
+            self.assertIsInstance(views[0], ChimeraView)
+            self.assertIn(Chimera._program, views[0]._cmd)
+            self.assertIn(os.path.abspath(self.prot._getExtraPath(CXC_SCRIPT)), views[0]._cmd)
+        finally:
+            Chimera._program = saved
+
+    def test_coot(self):
+        from deepemhancer.tests.test_plugin import _VarsOverride
+        with _VarsOverride(DEEPEMHANCER_COOT=self._fakeProgram("coot")):
+            views = DeepEMhancerCootViewer(project=self.proj, protocol=self.prot)._visualize(self.prot)
+            self.assertIsInstance(views[0], CommandView)
+            cmd = views[0]._cmd
+            self.assertIn(Plugin.getCootProgram(), cmd)
+            self.assertIn("--script", cmd)
+        script = self.prot._getExtraPath("deepemhancer_coot.py")
+        with open(script) as f:
+            text = f.read()
+        self.assertIn("handle_read_ccp4_map(%r, 0)" % self.prot.getOutputPath(), text)
+        self.assertEqual(text.count("set_contour_level_absolute"), 2)
+        with _VarsOverride(DEEPEMHANCER_COOT="", DEEPEMHANCER_HOME=Plugin.getHome()):
+            os_path = os.environ.get("PATH", "")
+            os.environ["PATH"] = "/nonexistent"
+            try:
+                if Plugin.getCootProgram() is None:
+                    views = DeepEMhancerCootViewer(project=self.proj, protocol=self.prot)._visualize(self.prot)
+                    self.assertIsInstance(views[0], MessageView)
+            finally:
+                os.environ["PATH"] = os_path
+
+    def test_slices_and_fsc_figures(self):
+        viewer = DeepEMhancerPlotViewer(project=self.proj, protocol=self.prot)
+        fsc = self.prot._getExtraPath("evaluate", "fsc.tsv")
+        if os.path.exists(fsc):
+            os.remove(fsc)
+        views = viewer._visualize(self.prot)
+        self.assertEqual(len(views), 1)  # no evaluate output: slices only
+        self.assertIsInstance(views[0], Plotter)
+        self.assertEqual(len(views[0].getFigure().axes), 6)  # 2 maps x 3 orthogonal slices
+        self.assertTrue(os.path.getsize(self.prot._getExtraPath(SLICES_PNG)) > 1000)
+        os.makedirs(os.path.dirname(fsc), exist_ok=True)
+        with open(fsc, "w") as f:
+            f.write("# written by deepemhancer evaluate\nfrequency\tresolution\tfsc_input\tfsc_enhanced\n")
+            for i in range(1, 17):
+                f.write("%g\t%g\t%g\t%g\n" % (i / 41.6, 41.6 / i, 1 - i / 16, 1 - i / 20))
+        views = viewer._visualize(self.prot)
+        self.assertEqual(len(views), 2)
+        ax = views[1].getFigure().axes[0]
+        labels = [ln.get_label() for ln in ax.get_lines()]
+        self.assertIn("fsc.tsv: fsc_enhanced", labels)
+        self.assertNotIn("fsc.tsv: resolution", labels)
+        self.assertTrue(os.path.exists(self.prot._getExtraPath(FSC_PNG)))

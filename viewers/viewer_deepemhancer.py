@@ -1,0 +1,223 @@
+"""Viewers of ProtDeepEMhancer: ChimeraX (.cxc script), Coot (python script) and matplotlib figures
+(central orthogonal slices, FSC curves from the engine's ``evaluate`` output) that need nothing installed.
+
+Each viewer writes its script/figure into the protocol's extra folder and returns views; ``_visualize``
+never opens a window, so tests call it directly.
+"""
+
+import glob
+import os
+
+import numpy as np
+import pyworkflow.viewer as pwviewer
+from deepemhancer import Plugin
+from deepemhancer.protocols import ProtDeepEMhancer
+from deepemhancer.protocols.protocol_deepemhancer import stripFormat
+from pwem.viewers.viewer_chimera import Chimera, ChimeraView
+
+CXC_SCRIPT = "deepemhancer_chimerax.cxc"
+COOT_SCRIPT = "deepemhancer_coot.py"
+SLICES_PNG = "deepemhancer_slices.png"
+FSC_PNG = "deepemhancer_fsc.png"
+#: Where the plugin looks for ``deepemhancer evaluate`` output (TSV tables) inside the extra folder.
+EVALUATE_GLOBS = ("evaluate/*.tsv", "*fsc*.tsv")
+INPUT_COLOR, OUTPUT_COLOR = "#b4b4b4", "#f0b428"
+
+
+def readMap(path):
+    """(Z, Y, X) float32 array of an MRC map (Scipion's own mrcfile, read-only)."""
+    import mrcfile
+
+    with mrcfile.open(stripFormat(path), permissive=True, mode="r") as m:
+        return np.asarray(m.data, dtype=np.float32)
+
+
+def contourLevel(data):
+    """A surface level that separates density from noise: median + 3 robust sigma (MAD),
+    kept below the maximum (maps with an empty, exactly flat background fall back to mid-range)."""
+    data = np.asarray(data, dtype=np.float64)
+    med = float(np.median(data))
+    sigma = 1.4826 * float(np.median(np.abs(data - med)))
+    top = float(data.max())
+    if sigma <= 1e-6 * max(top - float(data.min()), 1e-30):
+        sigma = float(data.std())
+    level = med + 3.0 * sigma
+    if level >= top:
+        level = med + 0.5 * (top - med)
+    return level
+
+
+class _DeepEMhancerViewer(pwviewer.Viewer):
+    _environments = [pwviewer.DESKTOP_TKINTER]
+    _targets = [ProtDeepEMhancer]
+
+    def _prot(self, obj=None):
+        return obj if isinstance(obj, ProtDeepEMhancer) else self.protocol
+
+    def _maps(self, prot):
+        """[(label, absolute MRC path)] of the input shown (half-map 1 or the map) and the output."""
+        inputFn = prot._engineInputPaths()[0]
+        outputFn = os.path.abspath(stripFormat(prot.outputVolume.getFileName()))
+        return [("input: %s" % os.path.basename(inputFn), inputFn),
+                ("DeepEMhancer: %s" % os.path.basename(outputFn), outputFn)]
+
+    def _notReady(self, prot):
+        if prot is None or not prot.hasAttribute("outputVolume"):
+            return [pwviewer.MessageView("DeepEMhancer has no output yet.", title="DeepEMhancer",
+                                         msgType=pwviewer.MSG_WARN)]
+        return None
+
+
+class DeepEMhancerChimeraViewer(_DeepEMhancerViewer):
+    """Input and enhanced maps side by side in ChimeraX, with levels from the data."""
+
+    _label = "ChimeraX: input and enhanced maps"
+
+    def writeScript(self, prot):
+        vol = prot.outputVolume
+        sampling = vol.getSamplingRate()
+        x, y, z = vol.getShiftsFromOrigin()
+        lines = ["# DeepEMhancer (Scipion): input (left) and enhanced map (right)"]
+        for model, ((label, path), color) in enumerate(zip(self._maps(prot), (INPUT_COLOR, OUTPUT_COLOR)), 1):
+            level = contourLevel(readMap(path))
+            lines += ['open "%s" format mrc' % path,
+                      "volume #%d style surface voxelSize %f origin %0.2f,%0.2f,%0.2f level %g color %s"
+                      % (model, sampling, x, y, z, level, color),
+                      'rename #%d "%s"' % (model, label)]
+        lines += ["tile", "view"]
+        cxc = os.path.abspath(prot._getExtraPath(CXC_SCRIPT))
+        with open(cxc, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return cxc
+
+    def _visualize(self, obj, **kwargs):
+        prot = self._prot(obj)
+        notReady = self._notReady(prot)
+        if notReady:
+            return notReady
+        cxc = self.writeScript(prot)
+        program = Chimera.getProgram()
+        if program and os.path.exists(program):
+            return [ChimeraView(cxc)]
+        return [pwviewer.MessageView(
+            "ChimeraX is not configured (no %s). The script was written to\n%s\n"
+            "Open it with: ChimeraX %s" % (program, cxc, cxc),
+            title="ChimeraX", msgType=pwviewer.MSG_WARN)]
+
+
+class DeepEMhancerCootViewer(_DeepEMhancerViewer):
+    """Input and enhanced maps in Coot (CCP4's coot, DEEPEMHANCER_COOT or coot on PATH)."""
+
+    _label = "Coot: input and enhanced maps"
+
+    def writeScript(self, prot):
+        lines = ["# DeepEMhancer (Scipion): open the input and the enhanced map in Coot"]
+        for i, (_label, path) in enumerate(self._maps(prot)):
+            level = contourLevel(readMap(path))
+            lines += ["imol_%d = handle_read_ccp4_map(%r, 0)" % (i, path),
+                      "set_contour_level_absolute(imol_%d, %r)" % (i, round(level, 6))]
+        script = os.path.abspath(prot._getExtraPath(COOT_SCRIPT))
+        with open(script, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return script
+
+    def getCommand(self, prot, coot):
+        return '"%s" --no-state-script --script "%s" &' % (coot, self.writeScript(prot))
+
+    def _visualize(self, obj, **kwargs):
+        prot = self._prot(obj)
+        notReady = self._notReady(prot)
+        if notReady:
+            return notReady
+        coot = Plugin.getCootProgram()
+        if coot:
+            return [pwviewer.CommandView(self.getCommand(prot, coot), cwd=prot._getExtraPath())]
+        script = self.writeScript(prot)
+        return [pwviewer.MessageView(
+            "Coot is not configured (set DEEPEMHANCER_COOT, install scipion-em-ccp4 with CCP4, or put coot "
+            "on PATH). The script was written to\n%s\nRun: coot --script %s" % (script, script),
+            title="Coot", msgType=pwviewer.MSG_WARN)]
+
+
+def readFscTable(path):
+    """(x label, x values in 1/A, {curve name: values}) from a TSV written by ``deepemhancer evaluate``.
+
+    Lines starting with '#' are comments; the first other line is the header. The x column is the one
+    named like frequency (1/A) or resolution (A, converted to 1/A), else the first column.
+    """
+    with open(path) as f:
+        rows = [ln.rstrip("\n").split("\t") for ln in f if ln.strip() and not ln.startswith("#")]
+    header, body = rows[0], rows[1:]
+    cols = {}
+    for j, name in enumerate(header):
+        try:
+            cols[name] = np.array([float(r[j]) for r in body])
+        except (ValueError, IndexError):
+            continue  # non-numeric column
+    names = list(cols)
+    xName = next((n for n in names if "freq" in n.lower()), None)
+    xName = xName or next((n for n in names if "res" in n.lower()), names[0])
+    x = cols.pop(xName)
+    for other in [n for n in cols if "freq" in n.lower() or "resol" in n.lower()]:
+        cols.pop(other)  # the other x column (resolution next to frequency)
+    if "freq" not in xName.lower() and "res" in xName.lower():
+        with np.errstate(divide="ignore"):
+            x = np.where(x > 0, 1.0 / x, 0.0)
+    return xName, x, cols
+
+
+class DeepEMhancerPlotViewer(_DeepEMhancerViewer):
+    """Central orthogonal slices (input vs enhanced) and FSC curves, as matplotlib figures."""
+
+    _label = "Slices and FSC (matplotlib)"
+
+    def plotSlices(self, prot):
+        from pyworkflow.gui.plotter import Plotter
+
+        maps = self._maps(prot)
+        plotter = Plotter(x=len(maps), y=3, figsize=(9, 3 * len(maps)),
+                          windowTitle="DeepEMhancer: central slices")
+        for label, path in maps:
+            data = readMap(path)
+            nz, ny, nx = data.shape
+            for title, img in (("XY (z=%d)" % (nz // 2), data[nz // 2]),
+                               ("XZ (y=%d)" % (ny // 2), data[:, ny // 2, :]),
+                               ("YZ (x=%d)" % (nx // 2), data[:, :, nx // 2])):
+                ax = plotter.createSubPlot("%s\n%s" % (label, title), None, None)
+                ax.imshow(img, cmap="gray", origin="lower")
+        plotter.tightLayout()
+        plotter.getFigure().savefig(prot._getExtraPath(SLICES_PNG), dpi=80)
+        return plotter
+
+    def fscTables(self, prot):
+        found = []
+        for pattern in EVALUATE_GLOBS:
+            found += glob.glob(prot._getExtraPath(pattern))
+        return sorted(set(found))
+
+    def plotFsc(self, prot, tables):
+        from pyworkflow.gui.plotter import Plotter
+
+        plotter = Plotter(windowTitle="DeepEMhancer: FSC")
+        ax = plotter.createSubPlot("FSC", "spatial frequency (1/A)", "FSC")
+        for table in tables:
+            _, x, curves = readFscTable(table)
+            for name, values in curves.items():
+                ax.plot(x, values, label="%s: %s" % (os.path.basename(table), name))
+        ax.axhline(0.143, color="grey", linestyle="--", linewidth=0.8, label="0.143")
+        ax.set_ylim(-0.1, 1.05)
+        ax.legend(fontsize=7)
+        plotter.tightLayout()
+        plotter.getFigure().savefig(prot._getExtraPath(FSC_PNG), dpi=80)
+        return plotter
+
+    def _visualize(self, obj, **kwargs):
+        prot = self._prot(obj)
+        notReady = self._notReady(prot)
+        if notReady:
+            return notReady
+        views = [self.plotSlices(prot)]
+        tables = self.fscTables(prot)
+        if tables:
+            views.append(self.plotFsc(prot, tables))
+        return views
