@@ -64,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     extra = parser.add_argument_group("Additional")
     extra.add_argument("--cleaningStrength", "--cleaningStrengh", dest="cleaning", type=float, default=None,
                        help="remove small disconnected blobs (0..1; off by default)")
-    extra.add_argument("-b", "--batch_size", dest="batch_size", type=int, default=8,
-                       help="cubes per network call (default 8); lower it on GPU out-of-memory")
+    extra.add_argument("-b", "--batch_size", dest="batch_size", type=int, default=None,
+                       help="cubes per network call (default: 8 on CPU, from the free memory on a GPU); "
+                            "lower it on GPU out-of-memory")
     extra.add_argument("-g", "--gpuIds", dest="gpu", default=None, metavar="IDS",
                       help="GPU ids, e.g. 0 or 0,1 (first is used); -1 = CPU")
     extra.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",

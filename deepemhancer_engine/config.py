@@ -15,9 +15,11 @@ from .errors import InputError
 
 #: Edge of the cubes the network sees (voxels at 1 A/voxel), as in the paper.
 TILE_SIZE = 64
-#: Default distance between cube starts. The original uses 16 (64 cubes per voxel); Gaussian
-#: blending at this stride gives the same map with far fewer cubes (see benchmarks/speed.py).
-DEFAULT_STRIDE = 32
+#: Default largest distance between cube starts. The original uses 16 (64 cubes per voxel); Gaussian
+#: blending at 40 needs ~10x fewer cubes (256^3: 216 instead of 2,197) while every voxel is still
+#: predicted mostly from cubes where it lies >= 12 voxels from the cube faces (overlap >= 24 voxels).
+#: Measured in benchmarks/results/speed.md (benchmarks/speed.py, stride sweep).
+DEFAULT_STRIDE = 40
 #: Voxel size the networks were trained at (A/voxel).
 WORKING_VOXEL_SIZE = 1.0
 #: Standard deviation of the solvent noise after normalisation (paper: mean 0, std 0.1).
@@ -121,12 +123,12 @@ class InferenceConfig:
 
     device: str = "auto"  # auto | cpu | cuda
     gpu_ids: tuple[int, ...] = ()
-    batch_size: int = 8
+    batch_size: int | None = None  # None: 8 on CPU, from the free memory on a GPU
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
             raise InputError(f"invalid device {self.device!r}: choose one of auto, cpu, cuda")
-        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
+        if self.batch_size is not None and (int(self.batch_size) != self.batch_size or self.batch_size < 1):
             raise InputError(f"batch size must be a positive integer, got {self.batch_size!r}")
         object.__setattr__(self, "gpu_ids", tuple(int(g) for g in self.gpu_ids))
         if any(g < 0 for g in self.gpu_ids):

@@ -293,7 +293,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--weights", metavar="PATH.pt", help="use these weights instead of -p")
     net.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                      help="where the network runs (default auto: GPU when there is one)")
-    net.add_argument("-b", "--batch-size", dest="batch_size", type=int, default=8,
+    net.add_argument("-b", "--batch-size", dest="batch_size", type=int, default=None,
                      help="cubes per network call (default 8)")
     net.add_argument("--noise-test", action="store_true", help="enhance two pure-noise volumes and compare")
     net.add_argument("--seed", type=int, default=NOISE_SEED, help=f"noise-test seed (default {NOISE_SEED})")

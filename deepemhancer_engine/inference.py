@@ -2,8 +2,17 @@
 
 :func:`select_device` turns an :class:`~config.InferenceConfig` into a ``torch.device`` (CPU is
 first-class; CUDA is an optimisation). :class:`Predictor` pads the map to at least one cube, splits it
-into cubes (:mod:`tiling`), runs them through the network in batches under ``torch.inference_mode``
-(fp16 autocast on CUDA by default), blends the overlaps and removes the padding.
+into cubes (:mod:`tiling`), runs them through the network in batches under ``torch.inference_mode``,
+blends the overlaps and removes the padding. With a mask, cubes that hold only solvent are not run.
+
+Speed settings (measured on CPU and GPU, see ``benchmarks/results/speed.md``):
+
+- CPU: bf16 autocast with the channels-last-3d layout where the CPU has native bf16 (AVX512-BF16 or
+  AMX; ~2x over fp32 there), plain fp32 elsewhere; batch 4; threads capped at the usable CPUs.
+  ``torch.compile`` is not used: it took ~3 min to compile on 2 cores and ran no faster.
+- GPU: fp16 autocast, cuDNN autotuning, batch size from the free memory, pinned double-buffered
+  host copies so that cutting and blending on the CPU overlap the network on the GPU, weights applied
+  on the GPU.
 """
 
 from __future__ import annotations
@@ -20,13 +29,21 @@ from torch import nn
 
 from .config import InferenceConfig, TilingConfig
 from .errors import DeviceError, InputError
-from .tiling import TileGrid, TileMerger, iter_batches, pad_to_tile
+from .tiling import TileGrid, TileMerger, iter_batches, pad_to_tile, split_by_mask
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]
 AmpOption = Union[None, bool, str]
 _AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+#: Cubes per forward pass on CPU when the batch size is "auto" (the paper's batch of 8; measured on 2
+#: cores: 4 and 8 run at the same cubes/s, see benchmarks/results/speed.md).
+CPU_BATCH_SIZE = 8
+#: Upper bound of the automatic GPU batch size.
+MAX_CUDA_BATCH = 64
+#: Share of the free GPU memory the automatic batch size may use.
+CUDA_MEMORY_FRACTION = 0.5
 
 
 def _usable_cpus() -> int:
@@ -83,9 +100,27 @@ def _cpu() -> torch.device:
     return torch.device("cpu")
 
 
+def cpu_has_fast_bf16() -> bool:
+    """True when this CPU computes bf16 natively (AVX512-BF16 or AMX), so bf16 convolutions pay off.
+
+    On CPUs without it (e.g. AVX2-only) oneDNN emulates bf16 and is slower than fp32.
+    """
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    for name in checks:
+        probe = getattr(torch.cpu, name, None)
+        try:
+            if probe is not None and probe():
+                return True
+        except RuntimeError:  # pragma: no cover - odd builds
+            continue
+    return False
+
+
 def _amp_dtype(amp: AmpOption, device: torch.device) -> Optional[torch.dtype]:
-    if amp is None:
-        return torch.float16 if device.type == "cuda" else None
+    if amp is None:  # measured defaults (benchmarks/results/speed.md)
+        if device.type == "cuda":
+            return torch.float16
+        return torch.bfloat16 if cpu_has_fast_bf16() else None
     if amp is False or amp == "off":
         return None
     if amp is True:
@@ -95,6 +130,31 @@ def _amp_dtype(amp: AmpOption, device: torch.device) -> Optional[torch.dtype]:
     raise InputError(f"invalid mixed-precision option {amp!r}: choose None, False, 'off', 'fp16' or 'bf16'")
 
 
+def batch_from_memory(free_bytes: float, per_cube_bytes: float, *, cap: int = MAX_CUDA_BATCH,
+                      fraction: float = CUDA_MEMORY_FRACTION) -> int:
+    """Cubes per GPU call that fit in ``fraction`` of ``free_bytes`` at ``per_cube_bytes`` each (1..cap).
+
+    Example:
+        >>> batch_from_memory(80e9, 300e6)
+        64
+        >>> batch_from_memory(4e9, 300e6)
+        6
+        >>> batch_from_memory(1e8, 300e6)
+        1
+    """
+    n = int(fraction * free_bytes // max(per_cube_bytes, 1.0))
+    return max(1, min(int(cap), n))
+
+
+def _check_batch(batch_size: Union[int, str, None]) -> Optional[int]:
+    if batch_size is None or batch_size == "auto":
+        return None
+    if not isinstance(batch_size, (int, float, np.integer)) or isinstance(batch_size, bool) \
+            or int(batch_size) != batch_size or batch_size < 1:
+        raise InputError(f"batch size must be a positive integer or 'auto', got {batch_size!r}")
+    return int(batch_size)
+
+
 class Predictor:
     """Applies a cube network to whole maps.
 
@@ -102,8 +162,15 @@ class Predictor:
         model: network mapping ``[B, 1, T, T, T]`` to ``[B, 1, T, T, T]``; moved to ``device`` and put in
             eval mode.
         device: where the network runs (see :func:`select_device`).
-        batch_size: cubes per forward pass.
-        amp: mixed precision: None = fp16 autocast on CUDA, off on CPU; False/'off'; 'fp16'; 'bf16'.
+        batch_size: cubes per forward pass; None or ``"auto"``: :data:`CPU_BATCH_SIZE` on CPU, as many as
+            fit in half the free memory on a GPU (at most :data:`MAX_CUDA_BATCH`).
+        amp: mixed precision: None = fp16 autocast on CUDA, bf16 autocast on CPUs with native bf16
+            (AVX512-BF16/AMX), else fp32; False/'off'; 'fp16'; 'bf16'.
+        channels_last: channels-last-3d memory layout; None = on for CPU bf16 (where oneDNN is fastest
+            with it), off otherwise (slower on GPUs, no gain for CPU fp32).
+
+    After :meth:`predict`, :attr:`timings` holds the seconds spent in the network and in cube
+    extraction plus blending, and the cube counts.
 
     Example:
         >>> from deepemhancer_engine.model import UNet3D
@@ -112,22 +179,59 @@ class Predictor:
         (20, 30, 40)
     """
 
-    def __init__(self, model: nn.Module, device: torch.device, batch_size: int, *, amp: AmpOption = None) -> None:
-        if int(batch_size) != batch_size or batch_size < 1:
-            raise InputError(f"batch size must be a positive integer, got {batch_size!r}")
+    def __init__(self, model: nn.Module, device: torch.device, batch_size: Union[int, str, None] = None, *,
+                 amp: AmpOption = None, channels_last: Optional[bool] = None) -> None:
+        self.batch_size = _check_batch(batch_size)
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        self.batch_size = int(batch_size)
         self.amp_dtype = _amp_dtype(amp, self.device)
+        if channels_last is None:
+            channels_last = self.device.type == "cpu" and self.amp_dtype is torch.bfloat16
+        self.channels_last = bool(channels_last)
+        self.model = model.to(self.device).eval()
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last_3d)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed cube shape: let cuDNN pick the fastest kernels
+        self.timings: dict[str, float] = {}
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else x
 
     def _forward(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        x = torch.from_numpy(batch).unsqueeze(1).to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+        x = self._input(torch.from_numpy(batch).unsqueeze(1).to(self.device, non_blocking=True))
+        with self._autocast():
             y = self.model(x)
-        return y.float().squeeze(1).cpu().numpy()
+        return y.float().squeeze(1).contiguous().cpu().numpy()
+
+    def resolve_batch_size(self, tile: int) -> int:
+        """The batch size a prediction with cubes of ``tile`` will use (measures the GPU when 'auto')."""
+        if self.batch_size is not None:
+            return self.batch_size
+        if self.device.type != "cuda":
+            return CPU_BATCH_SIZE
+        dev = self.device
+        torch.cuda.synchronize(dev)
+        free, _ = torch.cuda.mem_get_info(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev)
+        probe = 2
+        with torch.inference_mode(), self._autocast():
+            self.model(self._input(torch.zeros((probe, 1, tile, tile, tile), device=dev)))
+        per_cube = (torch.cuda.max_memory_allocated(dev) - base) / probe
+        n = batch_from_memory(free, per_cube)
+        log.info("GPU batch size %d (%.0f MB per cube, %.1f GB free)", n, per_cube / 2**20, free / 2**30)
+        return n
 
     def predict(
-        self, array: npt.NDArray[np.float32], tiling: TilingConfig, progress: ProgressFn | None = None
+        self,
+        array: npt.NDArray[np.float32],
+        tiling: TilingConfig,
+        progress: ProgressFn | None = None,
+        *,
+        mask: npt.ArrayLike | None = None,
     ) -> npt.NDArray[np.float32]:
         """Enhance a (Z, Y, X) map cube by cube; returns float32 of the input shape.
 
@@ -135,9 +239,12 @@ class Predictor:
             array: normalised (Z, Y, X) map at the network's voxel size.
             tiling: cube size, stride and blend mode.
             progress: called as ``progress(done_cubes, total_cubes)`` after each batch.
+            mask: optional (Z, Y, X) mask (0..1) on the same grid. Cubes holding only voxels with mask
+                values <= :data:`tiling.MASK_THRESHOLD` are not run: their output is the solvent value 0,
+                and the result inside the mask is exactly the one without skipping.
 
         Raises:
-            InputError: not a 3-D array, or a cube size the network cannot take.
+            InputError: not a 3-D array, a mask of another shape, or a cube size the network cannot take.
             DeviceError: the GPU ran out of memory.
         """
         array = np.asarray(array)
@@ -149,26 +256,103 @@ class Predictor:
         padded, unpad = pad_to_tile(np.ascontiguousarray(array, dtype=np.float32), tiling.tile)
         grid = TileGrid.from_shape(padded.shape, tiling.tile, tiling.stride)
         merger = TileMerger(grid, tiling.blend)
-        log.info(
-            "Predicting %d cubes of %d^3 (%s per axis, stride %d, %s blending) on %s, batch %d",
-            grid.n_tiles, grid.tile, "x".join(str(len(s)) for s in grid.starts), grid.stride,
-            tiling.blend, self.device, self.batch_size,
-        )
-        t0, done = time.perf_counter(), 0
-        with torch.inference_mode():
-            for batch, starts in iter_batches(padded, grid, self.batch_size):
-                try:
-                    out = self._forward(batch)
-                except torch.cuda.OutOfMemoryError as exc:
-                    torch.cuda.empty_cache()
-                    raise DeviceError(
-                        f"the GPU ran out of memory with batch size {self.batch_size}; "
-                        "lower the batch size (-b) or use --device cpu"
-                    ) from exc
-                merger.add(out, starts)
-                done += len(starts)
-                if progress is not None:
-                    progress(done, grid.n_tiles)
+        starts = None
+        if mask is not None:
+            mask = np.asarray(mask)
+            if mask.shape != array.shape:
+                raise InputError(f"mask shape {mask.shape} differs from map shape {array.shape}")
+            starts, skipped = split_by_mask(grid, pad_to_tile(np.asarray(mask, np.float32), tiling.tile)[0])
+            merger.skip(skipped)
+        total = grid.n_tiles - merger.n_skipped
+        t0 = time.perf_counter()
+        try:
+            batch_size = self.resolve_batch_size(grid.tile)
+            log.info(
+                "Predicting %d cubes of %d^3 (%s per axis, stride %d, %s blending%s) on %s, batch %d%s%s",
+                total, grid.tile, "x".join(str(len(s)) for s in grid.starts), grid.stride, tiling.blend,
+                f", {merger.n_skipped} solvent cubes skipped" if merger.n_skipped else "", self.device,
+                batch_size, f", {self.amp_dtype} autocast".replace("torch.", "") if self.amp_dtype else "",
+                ", channels-last" if self.channels_last else "",
+            )
+            with torch.inference_mode():
+                run = self._run_cuda if self.device.type == "cuda" else self._run_cpu
+                net_s, blend_s = run(padded, grid, starts, batch_size, merger, progress, total)
+        except torch.cuda.OutOfMemoryError as exc:
+            torch.cuda.empty_cache()
+            raise DeviceError(
+                f"the GPU ran out of memory with batch size {self.batch_size or 'auto'}; "
+                "lower the batch size (-b) or use --device cpu"
+            ) from exc
+        t1 = time.perf_counter()
         result = merger.result()[unpad]
-        log.info("Predicted %d cubes in %.1f s", grid.n_tiles, time.perf_counter() - t0)
-        return np.ascontiguousarray(result, dtype=np.float32)
+        result = np.ascontiguousarray(result, dtype=np.float32)
+        wall = time.perf_counter() - t0
+        self.timings = {"network": net_s, "blend": blend_s + time.perf_counter() - t1, "predict": wall,
+                        "cubes": float(total), "skipped": float(merger.n_skipped)}
+        log.info("Predicted %d cubes in %.1f s (%.2f cubes/s; network %.1f s, blending %.1f s)",
+                 total, wall, total / max(wall, 1e-9), net_s, self.timings["blend"])
+        return result
+
+    def _run_cpu(self, padded, grid, starts, batch_size, merger, progress, total) -> tuple[float, float]:
+        net_s = blend_s = 0.0
+        done = 0
+        t = time.perf_counter()
+        for batch, chunk in iter_batches(padded, grid, batch_size, starts=starts):
+            t1 = time.perf_counter()
+            out = self._forward(batch)
+            t2 = time.perf_counter()
+            merger.add(out, chunk)
+            t3 = time.perf_counter()
+            net_s += t2 - t1
+            blend_s += (t1 - t) + (t3 - t2)
+            t = t3
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
+        return net_s, blend_s
+
+    def _run_cuda(self, padded, grid, starts, batch_size, merger, progress, total) -> tuple[float, float]:
+        """GPU loop with overlap: while the GPU runs batch k, the CPU cuts batch k+1 and blends batch k-1.
+
+        Cubes travel through two pinned host buffers each way (non-blocking copies on the current
+        stream); the blending weights are applied on the GPU, so the CPU only adds.
+        """
+        dev, tile = self.device, grid.tile
+        shape = (batch_size, 1, tile, tile, tile)
+        ins = [torch.empty(shape, dtype=torch.float32).pin_memory() for _ in range(2)]
+        outs = [torch.empty(shape, dtype=torch.float32).pin_memory() for _ in range(2)]
+        done, blend_s, pending = 0, 0.0, None
+        t0 = time.perf_counter()
+        with torch.cuda.device(dev):
+            stream = torch.cuda.current_stream(dev)
+            weights = torch.from_numpy(merger.weights).to(dev)
+            for k, (batch, chunk) in enumerate(iter_batches(padded, grid, batch_size, starts=starts)):
+                n = len(chunk)
+                host_in, host_out = ins[k % 2][:n], outs[k % 2][:n]
+                host_in.copy_(torch.from_numpy(batch).unsqueeze(1))
+                x = self._input(host_in.to(dev, non_blocking=True))
+                with self._autocast():
+                    y = self.model(x)
+                host_out.copy_(y.float().mul_(weights), non_blocking=True)
+                event = torch.cuda.Event()
+                event.record(stream)
+                if pending is not None:
+                    blend_s += self._finish(pending, merger)
+                    done += len(pending[1])
+                    if progress is not None:
+                        progress(done, total)
+                pending = (host_out, chunk, event)
+            if pending is not None:
+                blend_s += self._finish(pending, merger)
+                done += len(pending[1])
+                if progress is not None:
+                    progress(done, total)
+        return time.perf_counter() - t0 - blend_s, blend_s
+
+    @staticmethod
+    def _finish(pending, merger: TileMerger) -> float:
+        host_out, chunk, event = pending
+        event.synchronize()
+        t = time.perf_counter()
+        merger.add(host_out.numpy(), chunk, weighted=True)
+        return time.perf_counter() - t

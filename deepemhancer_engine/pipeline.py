@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import EnhanceConfig, ModelName, NormMode
+from .config import EnhanceConfig, ModelName, NormMode, TilingConfig
 from .errors import DeviceError, InputError
 from .io import GridInfo, check_same_grid, memory_limit, read_map, write_map
 
@@ -109,12 +109,9 @@ def enhance(
     log.info("Normalised (%s): noise mean %.4g, std %.4g -> mean 0, std %.3g", config.normalization.mode,
              ninfo.mean, ninfo.std, config.normalization.target_std)
 
-    tiling = config.tiling
-    tile = _model_tile(model.card, tiling.tile)
-    if tile != tiling.tile:
-        tiling = dataclasses.replace(tiling, tile=tile, stride=min(tiling.stride, tile))
+    tiling = scaled_tiling(config.tiling, _model_tile(model.card, config.tiling.tile))
     with clock("network"):
-        pred = model.predictor.predict(norm, tiling, progress=progress)
+        pred = model.predictor.predict(norm, tiling, progress=progress, mask=work_mask)
         del norm
     log.info("Network and blending done in %.1f s", clock.last)
 
@@ -125,6 +122,19 @@ def enhance(
         with clock("clean"):
             out = clean_small_blobs(out, config.cleaning_strength)
     return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def scaled_tiling(tiling: TilingConfig, tile: int) -> TilingConfig:
+    """The tiling for a model whose cubes are ``tile`` voxels: the stride keeps its share of the cube.
+
+    Strides are given for the paper's 64^3 cubes (``--stride 16`` = a quarter of a cube); a model card
+    with another cube size gets the same overlap fraction.
+    """
+    if tile == tiling.tile:
+        return tiling
+    stride = max(1, min(tile, round(tiling.stride * tile / tiling.tile)))
+    log.info("Model cubes are %d^3: stride %d scaled to %d", tile, tiling.stride, stride)
+    return dataclasses.replace(tiling, tile=tile, stride=stride)
 
 
 def check_working_grid(shape: Sequence[int], voxel_size: Sequence[float], target: float) -> tuple[int, int, int]:

@@ -46,6 +46,8 @@ Start3 = Tuple[int, int, int]
 WEIGHT_FLOOR = 1e-3
 #: Gaussian sigma as a fraction of the cube edge (nnU-Net and MONAI use 1/8).
 SIGMA_FRACTION = 1.0 / 8.0
+#: Mask values at or below this count as solvent when deciding which cubes can be skipped.
+MASK_THRESHOLD = 1e-3
 
 
 def axis_starts(length: int, tile: int, stride: int) -> list[int]:
@@ -161,44 +163,85 @@ def weight_map(tile: int, blend: BlendMode | str) -> npt.NDArray[np.float32]:
 
 
 def iter_batches(
-    array: npt.NDArray[np.float32], grid: TileGrid, batch_size: int
+    array: npt.NDArray[np.float32],
+    grid: TileGrid,
+    batch_size: int,
+    *,
+    starts: Sequence[Start3] | None = None,
 ) -> Iterator[tuple[npt.NDArray[np.float32], list[Start3]]]:
     """Yield ``(batch, starts)``: float32 ``[B, T, T, T]`` cubes copied out of ``array`` and their starts.
 
-    Only one batch is in memory at a time; the last batch may be smaller than ``batch_size``.
+    ``starts`` restricts the cubes to a subset of the grid (default: every cube, in C order). Only one
+    batch is in memory at a time; the last batch may be smaller than ``batch_size``.
     """
     if tuple(array.shape) != grid.shape:
         raise ValueError(f"array shape {array.shape} differs from the tile grid shape {grid.shape}")
     if batch_size < 1:
         raise ValueError(f"batch size must be positive, got {batch_size!r}")
-    it = grid.iter_starts()
+    it = iter(starts) if starts is not None else grid.iter_starts()
     while True:
-        starts = list(itertools.islice(it, batch_size))
-        if not starts:
+        chunk = [tuple(s) for s in itertools.islice(it, batch_size)]
+        if not chunk:
             return
-        batch = np.empty((len(starts), grid.tile, grid.tile, grid.tile), dtype=np.float32)
-        for i, start in enumerate(starts):
-            batch[i] = array[grid.slices(start)]
-        yield batch, starts
+        batch = np.empty((len(chunk), grid.tile, grid.tile, grid.tile), dtype=np.float32)
+        for i, start in enumerate(chunk):
+            batch[i] = array[grid.slices(start)]  # type: ignore[arg-type]
+        yield batch, chunk  # type: ignore[misc]
+
+
+def split_by_mask(
+    grid: TileGrid, mask: npt.ArrayLike, threshold: float = MASK_THRESHOLD
+) -> tuple[list[Start3], list[Start3]]:
+    """Split the cubes of ``grid`` into ``(needed, skippable)`` by a mask of the grid's shape.
+
+    A cube is skippable when every mask value inside it is at most ``threshold``: it holds only
+    solvent outside the mask. Every voxel with a mask value above ``threshold`` lies only in needed
+    cubes, so skipping the others leaves the blended result there exactly unchanged.
+    """
+    m = np.asarray(mask)
+    if tuple(m.shape) != grid.shape:
+        raise ValueError(f"mask shape {m.shape} differs from the tile grid shape {grid.shape}")
+    inside = m > threshold
+    needed: list[Start3] = []
+    skippable: list[Start3] = []
+    for start in grid.iter_starts():
+        (needed if inside[grid.slices(start)].any() else skippable).append(start)
+    return needed, skippable
 
 
 class TileMerger:
     """Weighted average of overlapping cube predictions, accumulated in float32.
 
     Holds one volume-sized sum and one volume-sized weight sum (both start at 0). ``add`` adds
-    ``w * prediction`` and ``w`` for each cube; ``result`` divides once.
+    ``w * prediction`` and ``w`` for each cube; ``skip`` marks cubes whose output is known to be
+    ``fill`` (solvent outside a mask) without adding them; ``result`` divides once, in place, so no
+    third volume is allocated.
     """
 
-    def __init__(self, grid: TileGrid, blend: BlendMode | str) -> None:
+    def __init__(self, grid: TileGrid, blend: BlendMode | str, *, fill: float = 0.0) -> None:
         self.grid = grid
         self.blend = parse_option(BlendMode, blend, "blend mode")
+        self.fill = float(fill)
         self._weights = weight_map(grid.tile, self.blend)
-        self._sum = np.zeros(grid.shape, dtype=np.float32)
-        self._wsum = np.zeros(grid.shape, dtype=np.float32)
+        self._sum: npt.NDArray[np.float32] | None = np.zeros(grid.shape, dtype=np.float32)
+        self._wsum: npt.NDArray[np.float32] | None = np.zeros(grid.shape, dtype=np.float32)
+        self._tmp = np.empty((grid.tile,) * 3, dtype=np.float32)
+        self._result: npt.NDArray[np.float32] | None = None
         self.n_added = 0
+        self.n_skipped = 0
 
-    def add(self, batch: npt.ArrayLike, starts: Sequence[Start3]) -> None:
-        """Add predictions ``batch`` (``[B, T, T, T]`` or ``[B, 1, T, T, T]``) of the cubes at ``starts``."""
+    @property
+    def weights(self) -> npt.NDArray[np.float32]:
+        """The (tile, tile, tile) weight map of one cube."""
+        return self._weights
+
+    def add(self, batch: npt.ArrayLike, starts: Sequence[Start3], *, weighted: bool = False) -> None:
+        """Add predictions ``batch`` (``[B, T, T, T]`` or ``[B, 1, T, T, T]``) of the cubes at ``starts``.
+
+        ``weighted=True`` says the predictions are already multiplied by :attr:`weights` (done on the GPU).
+        """
+        if self._result is not None or self._sum is None or self._wsum is None:
+            raise RuntimeError("tile merger already returned its result; build a new one")
         pred = np.asarray(batch, dtype=np.float32)
         t = self.grid.tile
         if pred.ndim == 5 and pred.shape[1] == 1:
@@ -207,17 +250,47 @@ class TileMerger:
             raise ValueError(
                 f"prediction batch shape {pred.shape} does not match {len(starts)} cubes of {t}^3"
             )
-        w = self._weights
+        w, tmp = self._weights, self._tmp
         for p, start in zip(pred, starts):
             sl = self.grid.slices(tuple(start))  # type: ignore[arg-type]
-            self._sum[sl] += w * p
+            if weighted:
+                self._sum[sl] += p
+            else:
+                np.multiply(w, p, out=tmp)
+                self._sum[sl] += tmp
             self._wsum[sl] += w
         self.n_added += len(starts)
 
+    def skip(self, starts: Sequence[Start3]) -> None:
+        """Mark cubes whose prediction is known to be ``fill``; they add nothing to the blend.
+
+        Voxels covered only by skipped cubes get ``fill``; voxels also covered by added cubes get the
+        blend of those, exactly as if the skipped cubes had never been part of the grid.
+        """
+        self.n_skipped += len(starts)
+
     def result(self) -> npt.NDArray[np.float32]:
-        """Return the blended (Z, Y, X) float32 volume; every cube of the grid must have been added."""
-        if self.n_added != self.grid.n_tiles or not np.all(self._wsum > 0):
+        """Return the blended (Z, Y, X) float32 volume; every cube must have been added or skipped.
+
+        The division happens in place in the sum (no extra volume); the weight sum is then released.
+        """
+        if self._result is not None:
+            return self._result
+        if self.n_added + self.n_skipped != self.grid.n_tiles:
             raise RuntimeError(
                 f"tile merger got {self.n_added} of {self.grid.n_tiles} cubes; cannot blend an incomplete grid"
             )
-        return np.divide(self._sum, self._wsum, dtype=np.float32)
+        total, wsum = self._sum, self._wsum
+        if total is None or wsum is None:
+            raise RuntimeError("tile merger lost its accumulators")
+        if self.n_skipped == 0:
+            if not wsum.min() > 0:
+                raise RuntimeError("tile merger found voxels without weight; the grid does not cover the volume")
+            np.divide(total, wsum, out=total)
+        else:
+            covered = wsum > 0
+            np.divide(total, wsum, out=total, where=covered)
+            np.logical_not(covered, out=covered)
+            total[covered] = self.fill
+        self._result = total
+        return total

@@ -104,7 +104,7 @@ class ProtDeepEMhancer(ProtAnalysis3D):
                        help="Number of 64^3 cubes processed at once; lower it if the GPU runs out of memory.")
 
         group = form.addGroup("Advanced")
-        group.addParam("stride", params.IntParam, default=32, label="Stride (voxels)",
+        group.addParam("stride", params.IntParam, default=40, label="Stride (voxels)",
                        help="Distance between the starts of overlapping 64^3 cubes (1-64). "
                             "Smaller: more overlap, slower.")
         group.addParam("blending", params.EnumParam, choices=BLEND_MODES, default=0,
