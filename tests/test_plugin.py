@@ -112,7 +112,7 @@ class TestDeepEMhancerPlugin(unittest.TestCase):
                 "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'deepemhancer_engine'))\n"
                 "assert not bad, bad\n"
                 "print('isolated')\n")
-        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
         self.assertEqual(res.returncode, 0, res.stderr[-2000:])
         self.assertIn("isolated", res.stdout)
 
@@ -122,7 +122,7 @@ class TestDeepEMhancerPlugin(unittest.TestCase):
             self.fail("engine environment not installed: run scipion3 installb deepemhancer")
         code = "import numpy, sys; print(numpy.__version__); print(numpy.__file__)"
         res = subprocess.run('%s -c "%s"' % (Plugin.getPython(), code), shell=True, capture_output=True,
-                             text=True, env=Plugin.getEnviron(), timeout=120)
+                             text=True, env=Plugin.getEnviron(), timeout=600)
         self.assertEqual(res.returncode, 0, res.stderr)
         version, path = res.stdout.split()[:2]
         import numpy

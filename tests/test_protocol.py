@@ -100,7 +100,7 @@ class TestDeepEMhancerProtocol(DeepEMhancerTestBase):
         for prot in (pHalves, pSingle):
             self.assertEqual(prot.validate(), [])
             self.proj.launchProtocol(prot, wait=False)
-        deadline = time.time() + 300
+        deadline = time.time() + 1200  # generous: CI machines may be loaded
         while time.time() < deadline:
             pHalves, pSingle = (self.refresh(p) for p in (pHalves, pSingle))
             if all(not p.isActive() for p in (pHalves, pSingle)):
