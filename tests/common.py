@@ -77,6 +77,23 @@ def makeTestWeights(folder=None):
     return folder
 
 
+class TestWeightsMixin:
+    """Points DEEPEMHANCER_WEIGHTS_DIR (inherited by protocol processes) at the test weights for a class."""
+
+    @classmethod
+    def useTestWeights(cls):
+        cls._savedWeights = os.environ.get("DEEPEMHANCER_WEIGHTS_DIR")
+        cls.weightsDir = makeTestWeights()
+        os.environ["DEEPEMHANCER_WEIGHTS_DIR"] = cls.weightsDir
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls._savedWeights is None:
+            os.environ.pop("DEEPEMHANCER_WEIGHTS_DIR", None)
+        else:
+            os.environ["DEEPEMHANCER_WEIGHTS_DIR"] = cls._savedWeights
+
+
 def _shQuote(text):
     import shlex
 

@@ -12,10 +12,10 @@ from deepemhancer.protocols import ProtDeepEMhancer
 from deepemhancer.tests.common import (
     BOX,
     VOXEL,
+    TestWeightsMixin,
     blob,
     makeHalfMaps,
     makeMask,
-    makeTestWeights,
     readHeader,
     writeMrc,
 )
@@ -26,7 +26,7 @@ from pyworkflow.tests import BaseTest, setupTestProject
 SCIPION_ORIGIN = (10.0, 20.0, 30.0)
 
 
-class DeepEMhancerTestBase(BaseTest):
+class DeepEMhancerTestBase(TestWeightsMixin, BaseTest):
     """Project, synthetic data, test weights (DEEPEMHANCER_WEIGHTS_DIR for the protocol processes)."""
 
     @classmethod
@@ -34,16 +34,7 @@ class DeepEMhancerTestBase(BaseTest):
         setupTestProject(cls)
         cls.dataDir = os.path.join(cls.proj.path, "inputData")
         cls.half1, cls.half2 = makeHalfMaps(cls.dataDir)
-        cls._savedWeights = os.environ.get("DEEPEMHANCER_WEIGHTS_DIR")
-        cls.weightsDir = makeTestWeights()
-        os.environ["DEEPEMHANCER_WEIGHTS_DIR"] = cls.weightsDir  # inherited by the protocol processes
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls._savedWeights is None:
-            os.environ.pop("DEEPEMHANCER_WEIGHTS_DIR", None)
-        else:
-            os.environ["DEEPEMHANCER_WEIGHTS_DIR"] = cls._savedWeights
+        cls.useTestWeights()
 
     @classmethod
     def importVolume(cls, path, sampling=VOXEL, origin=SCIPION_ORIGIN, label=None):

@@ -7,7 +7,7 @@ import subprocess
 import tempfile
 
 from deepemhancer.protocols import ProtDeepEMhancer
-from deepemhancer.tests.common import VOXEL, makeHalfMaps, makeTestWeights
+from deepemhancer.tests.common import VOXEL, TestWeightsMixin, makeHalfMaps
 from pwem.protocols import ProtImportVolumes
 from pyworkflow.project import Manager
 from pyworkflow.tests import BaseTest
@@ -42,7 +42,7 @@ echo "Submitted batch job 4242"
 """
 
 
-class TestDeepEMhancerQueue(BaseTest):
+class TestDeepEMhancerQueue(TestWeightsMixin, BaseTest):
     @classmethod
     def setUpClass(cls):
         tmp = tempfile.mkdtemp(prefix="deepemhancer_slurm_")
@@ -59,15 +59,7 @@ class TestDeepEMhancerQueue(BaseTest):
         cls.outputPath = cls.proj.path
         os.chdir(cls.outputPath)
         cls.half1, cls.half2 = makeHalfMaps(os.path.join(cls.proj.path, "inputData"))
-        cls._savedWeights = os.environ.get("DEEPEMHANCER_WEIGHTS_DIR")
-        os.environ["DEEPEMHANCER_WEIGHTS_DIR"] = makeTestWeights()
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls._savedWeights is None:
-            os.environ.pop("DEEPEMHANCER_WEIGHTS_DIR", None)
-        else:
-            os.environ["DEEPEMHANCER_WEIGHTS_DIR"] = cls._savedWeights
+        cls.useTestWeights()
 
     def refresh(self, prot):
         """Reload the protocol's status and outputs from its run database."""
