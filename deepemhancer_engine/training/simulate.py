@@ -1,0 +1,418 @@
+"""Simulated half-map pairs and their targets, from an atomic model (training only; needs gemmi).
+
+One call of :func:`simulate_pair` turns a PDB/mmCIF file into an "experimental-like" pair of half maps
+and the maps the networks are trained to produce, all on the same grid:
+
+* atoms (first model, no H / water) are optionally cropped to fit the box, then get a few pseudo
+  ligand / lipid chains near the surface (they are part of the model, the target and the masks),
+  occasional smeared patches (large extra B) and occasional low-occupancy ("missing") patches;
+* ``model_map``: noise-free, unsharpened density of the full model (uniform small B);
+* signal: the same atoms blurred by a global B plus a spatially varying B (rigid core, flexible
+  periphery, smooth random bumps), plus a faint low-frequency solvent background and, sometimes, a
+  detergent-micelle-like belt;
+* halves: signal + independent coloured Gaussian noise, scaled so that the half-map FSC crosses
+  0.143 near the requested resolution (the *measured* crossing is reported);
+* targets (LocScale-like): the atoms with the model's own local B (core sharp, periphery partly
+  blurred, smeared / low-occupancy patches kept as the data show them) low-passed with a soft edge
+  centred on the measured FSC-0.143 resolution, times a tight (``tightTarget``) or wide
+  (``wideTarget``) soft model mask. Micelle, solvent background and noise never enter a target.
+
+Everything is deterministic given ``seed``. Arrays are ``[z, y, x]`` float32, voxel sizes and origins
+``(x, y, z)`` in A.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
+
+#: Half-map FSC threshold and the signal-to-noise power ratio that gives it: FSC = S / (S + N).
+FSC_THRESHOLD = 0.143
+_SNR_AT_THRESHOLD = FSC_THRESHOLD / (1.0 - FSC_THRESHOLD)
+#: Mask geometry (A): distance from atoms where the mask is 1, and the width of the cosine edge.
+TIGHT_MASK = (2.0, 2.5)
+WIDE_MASK = (5.0, 5.0)
+DEFAULT_MAX_BOX = 144
+_LIGAND_ELEMENTS = ("C", "C", "C", "C", "O", "N", "P", "S")
+
+
+@dataclass
+class SimulatedPair:
+    """Two noisy half maps, the noise-free model map, targets and masks on one grid."""
+
+    half1: np.ndarray
+    half2: np.ndarray
+    voxel_size: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    model_map: np.ndarray
+    targets: dict[str, np.ndarray]
+    tight_mask: np.ndarray
+    wide_mask: np.ndarray
+    fsc0143_resolution: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Atoms:
+    """Heavy atoms of one model as arrays: positions (N, 3) in A, element symbols, B-factors."""
+
+    pos: np.ndarray
+    elem: np.ndarray
+    b: np.ndarray
+
+    def take(self, keep: np.ndarray) -> "Atoms":
+        return Atoms(self.pos[keep], self.elem[keep], self.b[keep])
+
+
+@functools.lru_cache(maxsize=8)
+def load_atoms(path: str) -> Atoms:
+    """Read the first model of ``path`` without hydrogens and waters."""
+    import gemmi
+
+    try:
+        st = gemmi.read_structure(str(path))
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise InputError(f"cannot read atomic model {path}: {exc}") from exc
+    st.remove_hydrogens()
+    st.remove_waters()
+    pos, elem, b = [], [], []
+    for chain in st[0]:
+        for res in chain:
+            for atom in res:
+                if atom.element.atomic_number < 1 or atom.element.name in ("H", "D"):
+                    continue
+                pos.append(atom.pos.tolist())
+                elem.append(atom.element.name)
+                b.append(atom.b_iso)
+    if len(pos) < 50:
+        raise InputError(f"atomic model {path} has only {len(pos)} heavy atoms")
+    return Atoms(np.asarray(pos, float), np.asarray(elem), np.asarray(b, float))
+
+
+def density(atoms: Atoms, b: np.ndarray, occ: np.ndarray, corner: np.ndarray, shape_zyx, voxel: float):
+    """Electron-scattering density of ``atoms`` on a periodic box starting at ``corner`` (gemmi)."""
+    import gemmi
+
+    nz, ny, nx = shape_zyx
+    st = gemmi.Structure()
+    st.add_model(gemmi.Model("1"))
+    chain = gemmi.Chain("A")
+    rel = atoms.pos - corner
+    for start in range(0, len(rel), 100):
+        res = gemmi.Residue()
+        res.name = "UNK"
+        res.seqid = gemmi.SeqId(start // 100 + 1, " ")
+        for i in range(start, min(start + 100, len(rel))):
+            at = gemmi.Atom()
+            at.name = "X"
+            at.element = gemmi.Element(str(atoms.elem[i]))
+            at.pos = gemmi.Position(*rel[i])
+            at.b_iso = float(b[i])
+            at.occ = float(occ[i])
+            res.add_atom(at)
+        chain.add_residue(res)
+    st[0].add_chain(chain)
+    st.cell = gemmi.UnitCell(nx * voxel, ny * voxel, nz * voxel, 90, 90, 90)
+    st.spacegroup_hm = "P 1"
+    dc = gemmi.DensityCalculatorE()
+    dc.d_min = 2.0 * voxel
+    dc.blur = 0.0
+    dc.set_grid_cell_and_spacegroup(st)
+    dc.grid.set_size(nx, ny, nz)
+    dc.add_model_density_to_grid(st[0])
+    return np.ascontiguousarray(np.array(dc.grid, copy=False).transpose(2, 1, 0), dtype=np.float32)
+
+
+def _freq2(shape, voxel: float) -> np.ndarray:
+    """Squared spatial frequency |s|^2 (1/A^2) on the rfftn grid of ``shape``."""
+    fz = np.fft.fftfreq(shape[0], voxel)[:, None, None]
+    fy = np.fft.fftfreq(shape[1], voxel)[None, :, None]
+    fx = np.fft.rfftfreq(shape[2], voxel)[None, None, :]
+    return (fz**2 + fy**2 + fx**2).astype(np.float32)
+
+
+def blur_levels(vol: np.ndarray, s2: np.ndarray, bs) -> list[np.ndarray]:
+    """``vol`` blurred by each B in ``bs`` (amplitudes times exp(-B s^2 / 4))."""
+    ft = np.fft.rfftn(vol)
+    return [np.fft.irfftn(ft * np.exp(-b * s2 / 4.0), vol.shape, axes=(0, 1, 2)).astype(np.float32) for b in bs]
+
+
+def spatial_blur(vol: np.ndarray, s2: np.ndarray, base: float, extra: np.ndarray, n_levels: int = 4):
+    """Blur by B(x) = base + extra(x), by linear interpolation between ``n_levels`` global blurs."""
+    top = float(extra.max())
+    if top < 1.0:
+        return blur_levels(vol, s2, [base + top / 2])[0]
+    bs = np.linspace(0.0, top, n_levels)
+    maps = blur_levels(vol, s2, base + bs)
+    t = np.clip(extra / top * (n_levels - 1), 0, n_levels - 1 - 1e-6)
+    idx = t.astype(int)
+    frac = (t - idx).astype(np.float32)
+    out = np.zeros_like(vol)
+    for k in range(n_levels - 1):
+        sel = idx == k
+        out[sel] = (1 - frac[sel]) * maps[k][sel] + frac[sel] * maps[k + 1][sel]
+    return out
+
+
+def shell_index(shape, voxel: float) -> tuple[np.ndarray, np.ndarray]:
+    """Shell number of every rfftn coefficient (width 1/(n_max * voxel)) and the shell frequencies."""
+    n = max(shape)
+    s = np.sqrt(_freq2(shape, voxel))
+    idx = np.minimum(np.round(s * n * voxel).astype(int), n // 2 + 1)
+    return idx, np.arange(n // 2 + 2) / (n * voxel)
+
+
+def fsc_curve(a: np.ndarray, b: np.ndarray, voxel: float) -> tuple[np.ndarray, np.ndarray]:
+    """Fourier shell correlation of two maps; returns (frequencies 1/A, FSC) up to Nyquist."""
+    idx, freqs = shell_index(a.shape, voxel)
+    fa, fb = np.fft.rfftn(a), np.fft.rfftn(b)
+    nb = len(freqs)
+    num = np.bincount(idx.ravel(), (fa * np.conj(fb)).real.ravel(), nb)
+    da = np.bincount(idx.ravel(), (np.abs(fa) ** 2).ravel(), nb)
+    db = np.bincount(idx.ravel(), (np.abs(fb) ** 2).ravel(), nb)
+    fsc = num / np.sqrt(np.maximum(da * db, 1e-30))
+    keep = freqs <= 0.5 / voxel + 1e-9
+    return freqs[keep], fsc[keep]
+
+
+def crossing_resolution(freqs: np.ndarray, fsc: np.ndarray, threshold: float = FSC_THRESHOLD) -> float:
+    """Resolution (A) where ``fsc`` first drops below ``threshold`` (linear interpolation)."""
+    for i in range(1, len(fsc)):
+        if fsc[i] < threshold:
+            f0, f1, c0, c1 = freqs[i - 1], freqs[i], fsc[i - 1], fsc[i]
+            f = f0 + (c0 - threshold) / max(c0 - c1, 1e-12) * (f1 - f0)
+            return float(1.0 / max(f, 1e-6))
+    return float(1.0 / freqs[-1])
+
+
+def soft_mask_from_atoms(atoms: Atoms, corner, shape_zyx, voxel: float, inner: float, edge: float):
+    """1 within ``inner`` A of an atom, cosine fall-off to 0 over ``edge`` A."""
+    occ = np.ones(shape_zyx, bool)
+    ijk = np.round((atoms.pos - corner) / voxel).astype(int)[:, ::-1]
+    ok = np.all((ijk >= 0) & (ijk < np.array(shape_zyx)), axis=1)
+    occ[tuple(ijk[ok].T)] = False
+    dist = ndimage.distance_transform_edt(occ, sampling=voxel)
+    t = np.clip((dist - inner) / edge, 0.0, 1.0)
+    return (0.5 * (1 + np.cos(np.pi * t))).astype(np.float32)
+
+
+def _add_ligands(atoms: Atoms, rng: np.random.Generator, centre: np.ndarray) -> tuple[Atoms, int]:
+    """Append 1-4 ligand / lipid-like chains of bonded pseudo-atoms starting just off the surface."""
+    n_lig = int(rng.integers(1, 5))
+    pos, elem, b = [atoms.pos], [atoms.elem], [atoms.b]
+    for _ in range(n_lig):
+        anchor = atoms.pos[rng.integers(len(atoms.pos))]
+        out = anchor - centre
+        out /= np.linalg.norm(out) + 1e-6
+        lipid = rng.random() < 0.4
+        n = int(rng.integers(14, 20) if lipid else rng.integers(8, 31))
+        step_dir = out + 0.5 * rng.normal(size=3)
+        p = anchor + 3.8 * out
+        chain = []
+        for _k in range(n):
+            chain.append(p.copy())
+            jitter = 0.25 if lipid else 0.9
+            step_dir = step_dir / np.linalg.norm(step_dir) + jitter * rng.normal(size=3)
+            p = p + 1.5 * step_dir / np.linalg.norm(step_dir)
+        el = ["C"] * n if lipid else list(rng.choice(_LIGAND_ELEMENTS, n))
+        if lipid:
+            el[0] = "P"
+        near = np.median(atoms.b[np.argsort(np.linalg.norm(atoms.pos - anchor, axis=1))[:20]])
+        pos.append(np.asarray(chain))
+        elem.append(np.asarray(el))
+        b.append(np.full(n, near))
+    return Atoms(np.concatenate(pos), np.concatenate(elem), np.concatenate(b)), n_lig
+
+
+def _sample_geometry(rng, atoms: Atoms, voxel: float, max_box: int):
+    """Crop large models to fit ``max_box`` voxels; return atoms, box corner (A) and shape (z, y, x)."""
+    pad_lo = rng.uniform(8.0, 22.0, 3)
+    pad_hi = rng.uniform(8.0, 22.0, 3)
+    room = max_box * voxel - pad_lo - pad_hi
+    lo, hi = atoms.pos.min(0), atoms.pos.max(0)
+    if np.any(hi - lo > room):
+        c = atoms.pos[rng.integers(len(atoms.pos))]
+        c = np.clip(c, lo + room / 2, hi - room / 2)
+        keep = np.all(np.abs(atoms.pos - c) <= room / 2, axis=1)
+        atoms = atoms.take(keep)
+        lo, hi = atoms.pos.min(0), atoms.pos.max(0)
+    corner = lo - pad_lo - rng.uniform(0, 1, 3) * voxel
+    n_xyz = np.ceil((hi + pad_hi - corner) / voxel).astype(int)
+    n_xyz = np.minimum(n_xyz + (n_xyz % 2), max_box)
+    return atoms, corner, (int(n_xyz[2]), int(n_xyz[1]), int(n_xyz[0]))
+
+
+def _coords(shape_zyx, voxel: float, corner) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    z = corner[2] + voxel * np.arange(shape_zyx[0])
+    y = corner[1] + voxel * np.arange(shape_zyx[1])
+    x = corner[0] + voxel * np.arange(shape_zyx[2])
+    return z[:, None, None], y[None, :, None], x[None, None, :]
+
+
+def _flex_field(rng, atoms: Atoms, shape, voxel, corner, top: float) -> np.ndarray:
+    """Extra B (A^2): 0 in the rigid core rising to ``top`` at the periphery, plus smooth bumps."""
+    z, y, x = _coords(shape, voxel, corner)
+    c = atoms.pos.mean(0)
+    r = np.sqrt((x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2)
+    rmax = np.percentile(np.linalg.norm(atoms.pos - c, axis=1), 95) + 1e-3
+    core = rng.uniform(0.2, 0.6)
+    t = np.clip((r / rmax - core) / (1.0 - core), 0, None) ** rng.uniform(1.0, 2.0)
+    bumps = ndimage.gaussian_filter(rng.normal(size=shape).astype(np.float32), 8.0 / voxel, mode="wrap")
+    bumps = bumps / (bumps.std() + 1e-9)
+    field_ = top * (0.75 * np.clip(t, 0, 1.5) + 0.25 * np.clip(bumps, 0, None))
+    return field_.astype(np.float32)
+
+
+def _patches(rng, atoms: Atoms, kind: str) -> tuple[np.ndarray, list]:
+    """Boolean selection of atoms inside 0-2 random spheres, and their (centre, radius)."""
+    sel = np.zeros(len(atoms.pos), bool)
+    spheres = []
+    if rng.random() < (0.3 if kind == "smear" else 0.15):
+        for _ in range(int(rng.integers(1, 3))):
+            c = atoms.pos[rng.integers(len(atoms.pos))]
+            rad = rng.uniform(6.0, 14.0)
+            sel |= np.linalg.norm(atoms.pos - c, axis=1) < rad
+            spheres.append((c.tolist(), float(rad)))
+    return sel, spheres
+
+
+def _micelle(rng, atoms: Atoms, shape, voxel, corner, wide: np.ndarray, level: float) -> np.ndarray:
+    """A smooth detergent-belt-like shell around a random axis, outside the molecule."""
+    z, y, x = _coords(shape, voxel, corner)
+    c = atoms.pos.mean(0) + rng.normal(size=3) * 3
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    dx, dy, dz = x - c[0], y - c[1], z - c[2]
+    h = dx * axis[0] + dy * axis[1] + dz * axis[2]
+    rho = np.sqrt(np.maximum(dx**2 + dy**2 + dz**2 - h**2, 0))
+    rel = atoms.pos - c
+    hr = rel @ axis
+    rho_atoms = np.sqrt(np.maximum((rel**2).sum(1) - hr**2, 0))
+    r_in = np.percentile(rho_atoms[np.abs(hr) < 10] if np.any(np.abs(hr) < 10) else rho_atoms, 60)
+    half_h = rng.uniform(12.0, 20.0)
+    thick = rng.uniform(12.0, 25.0)
+    belt = (np.abs(h) < half_h) & (rho < r_in + thick)
+    belt = ndimage.gaussian_filter(belt.astype(np.float32), 2.5 / voxel)
+    return (level * belt * (1.0 - wide)).astype(np.float32)
+
+
+def _coloured_noise(rng, shape, s2: np.ndarray) -> np.ndarray:
+    """Unit-variance Gaussian noise whose spectrum falls off like a power law and a B envelope."""
+    beta = rng.uniform(0.0, 0.8)
+    b_env = rng.uniform(0.0, 40.0)
+    amp = (np.sqrt(s2) + 0.02) ** (-beta) * np.exp(-b_env * s2 / 4.0)
+    ft = np.fft.rfftn(rng.normal(size=shape).astype(np.float32))
+    out = np.fft.irfftn(ft * amp, shape, axes=(0, 1, 2)).astype(np.float32)
+    return out / (out.std() + 1e-12)
+
+
+def _noise_scale(signal: np.ndarray, noise: np.ndarray, voxel: float, resolution: float) -> float:
+    """Factor for ``noise`` that puts the half-map FSC at 0.143 at ``resolution`` (shell power ratio)."""
+    idx, freqs = shell_index(signal.shape, voxel)
+    target = int(np.argmin(np.abs(freqs - 1.0 / resolution)))
+    sel = (idx >= target - 1) & (idx <= target + 1)
+    ps = float(np.mean(np.abs(np.fft.rfftn(signal)[sel]) ** 2))
+    pn = float(np.mean(np.abs(np.fft.rfftn(noise)[sel]) ** 2))
+    return float(np.sqrt(ps / (_SNR_AT_THRESHOLD * max(pn, 1e-30))))
+
+
+def _lowpass(vol: np.ndarray, s2: np.ndarray, resolution: float, width: float = 0.1) -> np.ndarray:
+    """Soft low-pass: 1 below (1 - width)/resolution, cosine to 0 at (1 + width)/resolution."""
+    s = np.sqrt(s2) * resolution
+    t = np.clip((s - (1 - width)) / (2 * width), 0, 1)
+    filt = 0.5 * (1 + np.cos(np.pi * t))
+    return np.fft.irfftn(np.fft.rfftn(vol) * filt, vol.shape, axes=(0, 1, 2)).astype(np.float32)
+
+
+def sample_resolution_and_voxel(rng, resolution=None, voxel_size=None) -> tuple[float, float]:
+    """Target half-map resolution (log-uniform 2.5-8 A) and a voxel size between R/5 and R/2.2."""
+    res = float(resolution) if resolution is not None else float(np.exp(rng.uniform(np.log(2.5), np.log(8.0))))
+    if voxel_size is None:
+        lo, hi = max(0.6, res / 5.0), min(2.0, res / 2.2)
+        voxel_size = rng.uniform(lo, max(lo, hi))
+    return res, float(voxel_size)
+
+
+def simulate_pair(
+    structure_path,
+    seed: int,
+    *,
+    voxel_size: float | None = None,
+    resolution: float | None = None,
+    max_box: int = DEFAULT_MAX_BOX,
+    ligands: bool | None = None,
+    micelle: bool | None = None,
+) -> SimulatedPair:
+    """Simulate half maps, model map, targets and masks for one model (see the module docstring).
+
+    ``voxel_size`` (A) and ``resolution`` (target half-map FSC-0.143, A) are drawn from the seed when
+    not given; ``ligands`` / ``micelle`` force those features on or off (default: random).
+    """
+    path = Path(structure_path)
+    rng = np.random.default_rng(seed)
+    res_req, voxel = sample_resolution_and_voxel(rng, resolution, voxel_size)
+    atoms = load_atoms(str(path))
+    atoms, corner, shape = _sample_geometry(rng, atoms, voxel, max_box)
+    centre = atoms.pos.mean(0)
+    n_lig, n_model = 0, len(atoms.b)
+    if ligands if ligands is not None else rng.random() < 0.4:
+        atoms, n_lig = _add_ligands(atoms, rng, centre)
+    s2 = _freq2(shape, voxel)
+
+    b0 = max(10.0, 30.0 * voxel**2)
+    b_rel = np.clip(atoms.b - np.percentile(atoms.b, 10), 0, 80) * rng.uniform(0.3, 1.0)
+    smear, smear_spheres = _patches(rng, atoms, "smear")
+    weak, weak_spheres = _patches(rng, atoms, "weak")
+    b_data = b0 + b_rel + smear * rng.uniform(150.0, 400.0)
+    occ = np.where(weak, rng.uniform(0.0, 0.4), 1.0)
+    model_map = density(atoms, np.full(len(atoms.b), b0), np.ones(len(atoms.b)), corner, shape, voxel)
+    data_map = density(atoms, b_data, occ, corner, shape, voxel)
+
+    b_global = float(np.clip(rng.uniform(0.5, 1.3) * 8.0 * res_req**2, 20.0, 500.0))
+    flex = _flex_field(rng, atoms, shape, voxel, corner, rng.uniform(0.2, 1.2) * b_global)
+    signal = spatial_blur(data_map, s2, b_global, flex)
+    tight = soft_mask_from_atoms(atoms, corner, shape, voxel, *TIGHT_MASK)
+    wide = soft_mask_from_atoms(atoms, corner, shape, voxel, *WIDE_MASK)
+    prot_level = float(signal[tight > 0.5].mean()) if np.any(tight > 0.5) else float(signal.max())
+    has_micelle = micelle if micelle is not None else rng.random() < 0.3
+    if has_micelle:
+        signal += _micelle(rng, atoms, shape, voxel, corner, wide, rng.uniform(0.15, 0.5) * prot_level)
+    bg = ndimage.gaussian_filter(rng.normal(size=shape).astype(np.float32), 10.0 / voxel, mode="wrap")
+    signal += rng.uniform(0.0, 0.05) * prot_level * bg / (bg.std() + 1e-9) + rng.normal() * 0.1 * prot_level
+
+    noise1 = _coloured_noise(rng, shape, s2)
+    noise2 = _coloured_noise(rng, shape, s2)
+    sig0 = signal - signal.mean()
+    k = _noise_scale(sig0, 0.5 * (noise1 + noise2), voxel, res_req)
+    half1, half2 = signal + k * noise1, signal + k * noise2
+    freqs, fsc = fsc_curve(half1, half2, voxel)
+    res = crossing_resolution(freqs, fsc)
+
+    gamma = rng.uniform(0.3, 0.7)
+    local = spatial_blur(data_map, s2, 0.0, gamma * flex)
+    local = _lowpass(local, s2, max(res, 2.0 * voxel))
+    targets = {"tightTarget": local * tight, "wideTarget": local * wide}
+    info = {
+        "structure": path.name, "seed": int(seed), "requested_resolution": res_req, "b0": b0,
+        "b_global": b_global, "flex_max": float(flex.max()), "target_gamma": gamma, "n_atoms": int(len(atoms.b)),
+        "n_ligands": n_lig, "ligand_xyz": atoms.pos[n_model:].round(3).tolist(), "micelle": bool(has_micelle),
+        "smeared": smear_spheres, "weak": weak_spheres,
+        "noise_scale": k, "shape_zyx": list(shape),
+    }
+    log.debug("simulated %s seed %d: %s", path.name, seed, info)
+    return SimulatedPair(
+        half1=half1.astype(np.float32), half2=half2.astype(np.float32), voxel_size=(voxel,) * 3,
+        origin=tuple(float(c) for c in corner), model_map=model_map,
+        targets={k_: v.astype(np.float32) for k_, v in targets.items()}, tight_mask=tight, wide_mask=wide,
+        fsc0143_resolution=res, info=info,
+    )

@@ -1,0 +1,325 @@
+"""The trainer: L1 loss, Adam (lr 1e-3, halved after ``patience`` epochs without improvement),
+batch 8, random cubes with 90-degree rotations, blur and patch corruption, a structure-level
+validation split, resumable checkpoints, a loss-curve PNG and a time budget.
+
+A run directory holds ``last.ckpt`` (model, optimiser, scheduler, history, RNG: resumes),
+``best.pt`` (best validation state dict), ``history.json``, ``train.log`` lines via logging and
+``loss.png``. With ``export`` set, the best weights and their model card are written there
+(:func:`weights.save_weights`) every ``export_every_min`` minutes and when the budget ends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..version import __version__
+from . import augment
+from .dataset import CropDataset, list_shards
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: Path
+    run_dir: Path
+    name: str = "tightTarget"
+    target: str = "tightTarget"
+    normalization: str = "noise"  # noise (AUTO inputs) | mask (MASK-mode inputs)
+    max_resolution: float | None = None
+    filters: tuple[int, ...] = (16, 32, 64)
+    crop: int = 48
+    small_crop: int = 32
+    p_small: float = 0.65
+    batch: int = 8
+    lr: float = 1e-3
+    patience: int = 5
+    epoch_steps: int = 50
+    val_cubes: int = 48
+    noise_fraction: float = 0.1
+    band_limit: bool = False
+    hours: float | None = None
+    deadline: float | None = None
+    max_steps: int | None = None
+    init: Path | None = None
+    export: Path | None = None
+    export_every_min: float = 20.0
+    device: str = "auto"
+    threads: int = 2
+    seed: int = 0
+    notes: str = ""
+
+
+def _code_version() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        rev = ""
+    return f"deepemhancer_engine {__version__}" + (f" (git {rev}, training code uncommitted or later)" if rev else "")
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class _Batches:
+    """Random training batches: stored cubes (cropped, rotated, degraded) plus pure-noise cubes."""
+
+    def __init__(self, ds: CropDataset, cfg: TrainConfig, rng: np.random.Generator) -> None:
+        self.ds, self.cfg, self.rng = ds, cfg, rng
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg, rng = self.cfg, self.rng
+        size = cfg.small_crop if rng.random() < cfg.p_small else cfg.crop
+        xs, ys = [], []
+        for _ in range(cfg.batch):
+            if rng.random() < cfg.noise_fraction:
+                x = augment.noise_cube(size, rng)
+                y = np.zeros_like(x)
+            else:
+                x, y = augment.random_crop(*self.ds.get(int(rng.integers(len(self.ds)))), size, rng)
+            xs.append(np.ascontiguousarray(x))
+            ys.append(np.ascontiguousarray(y))
+        x = torch.from_numpy(np.stack(xs)[:, None])
+        y = torch.from_numpy(np.stack(ys)[:, None])
+        x, y = augment.rotate_flip(x, y, rng)
+        return augment.blur_and_corrupt(x, rng), y
+
+
+def _validation_set(cfg: TrainConfig, input_key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    val = CropDataset(list_shards(cfg.data, "val"), target=cfg.target, input_key=input_key,
+                      max_resolution=cfg.max_resolution, band_limited=cfg.band_limit)
+    if len(val) == 0:
+        raise RuntimeError(f"no validation cubes in {cfg.data}")
+    rng = np.random.default_rng(12345)
+    idx = rng.choice(len(val), size=min(cfg.val_cubes, len(val)), replace=False)
+    xs, ys = zip(*(val.get(int(i)) for i in sorted(idx)))
+    x = np.stack([augment.centre_crop(a, cfg.crop) for a in xs])[:, None]
+    y = np.stack([augment.centre_crop(a, cfg.crop) for a in ys])[:, None]
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+@torch.no_grad()
+def evaluate(model, x: torch.Tensor, y: torch.Tensor, device, batch: int = 8) -> dict[str, float]:
+    """Mean L1 on the validation cubes, and the mean |output| on pure noise (should be ~0)."""
+    model.eval()
+    l1, n = 0.0, 0
+    for i in range(0, len(x), batch):
+        out = model(x[i : i + batch].to(device))
+        l1 += float((out - y[i : i + batch].to(device)).abs().sum())
+        n += out.numel()
+    rng = np.random.default_rng(99)
+    noise = torch.from_numpy(np.stack([augment.noise_cube(x.shape[-1], rng) for _ in range(4)])[:, None])
+    noise_out = float(model(noise.to(device)).abs().mean())
+    model.train()
+    return {"val_l1": l1 / n, "noise_abs": noise_out}
+
+
+def _plot(history: list[dict], path: Path, title: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    if not history:
+        return
+    steps = [h["step"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, [h["train_l1"] for h in history], label="train L1 (running)")
+    ax.plot(steps, [h["val_l1"] for h in history], label="validation L1")
+    ax.plot(steps, [h["noise_abs"] for h in history], label="mean |output| on pure noise", alpha=0.7)
+    ax.set_xlabel("step (batch 8)")
+    ax.set_ylabel("L1 (normalised units)")
+    ax.set_yscale("log")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def card_fields(cfg: TrainConfig, state: dict, device: str) -> dict:
+    """Model-card fields (see weights.ModelCard) describing this run."""
+    best = state.get("best", {})
+    data_meta = {}
+    meta_file = Path(cfg.data) / "dataset.json"
+    if meta_file.exists():
+        data_meta = json.loads(meta_file.read_text())
+    subset = f" restricted to pairs with half-map FSC-0.143 < {cfg.max_resolution} A" if cfg.max_resolution else ""
+    target_text = {
+        "tightTarget": "LocScale-like local sharpening of the simulated map (model-derived local amplitudes, "
+                       "low-passed at the measured half-map FSC-0.143 resolution) times a tight soft model mask "
+                       "(1 within 2 A of an atom, 2.5 A cosine edge)",
+        "wideTarget": "the same locally sharpened map times a wide soft model mask (1 within 5 A of an atom, "
+                      "5 A cosine edge)",
+    }[cfg.target]
+    return {
+        "name": cfg.name,
+        "arch": "unet3d",
+        "tile": cfg.crop,
+        "voxel_size": 1.0,
+        "normalization": cfg.normalization,
+        "target": target_text + subset + "; see docs/model_card.md",
+        "training": {
+            "device": device,
+            "steps": state["step"],
+            "cubes_seen": state["step"] * cfg.batch,
+            "best_step": best.get("step"),
+            "validation_l1": best.get("val_l1"),
+            "validation_noise_abs": best.get("noise_abs"),
+            "wall_hours": round(state.get("elapsed", 0.0) / 3600, 3),
+            "batch": cfg.batch,
+            "crop": f"{cfg.small_crop}^3 (p={cfg.p_small}) or {cfg.crop}^3 per batch",
+            "lr": cfg.lr,
+            "loss": "L1",
+            "optimizer": "Adam, lr halved after %d epochs of %d steps without improvement"
+                         % (cfg.patience, cfg.epoch_steps),
+            "augmentation": "random crop from the stored 48^3 cubes, 90-degree rotations + flip, Gaussian blur "
+                            "(p=0.2), patch corruption (p=0.2), %.0f%% pure-noise cubes with zero target"
+                            % (100 * cfg.noise_fraction),
+            "initialised_from": str(cfg.init.name) if cfg.init else None,
+            "data": f"simulated pairs from the train split of ../shared/structures{subset} "
+                    "(structure-level 8% validation split)",
+            "dataset": data_meta,
+            "code_version": _code_version(),
+        },
+        "version": f"{__version__}-sim1",
+        "license": "Apache-2.0",
+        "notes": ("Compact 16/32/64 U-Net trained on CPU (2 threads) for a short time on simulated data only; "
+                  "not the paper's 32/64/128 network nor its experimental training set. " + cfg.notes).strip(),
+    }
+
+
+def _export(model, best_state, cfg: TrainConfig, state: dict, device: str) -> None:
+    if cfg.export is None or best_state is None:
+        return
+    from ..model import build_model
+    from ..weights import save_weights
+
+    net = build_model("unet3d", {"filters": list(cfg.filters)})
+    net.load_state_dict(best_state)
+    pt = save_weights(net, card_fields(cfg, state, device), cfg.export)
+    for f in (pt, pt.with_suffix(".json")):
+        os.chmod(f, 0o644)  # shipped files: readable by everyone
+    log.info("exported best weights (step %s) to %s", state.get("best", {}).get("step"), cfg.export)
+
+
+def _budget_end(cfg: TrainConfig, start: float) -> float:
+    ends = [float("inf")]
+    if cfg.hours is not None:
+        ends.append(start + cfg.hours * 3600)
+    if cfg.deadline is not None:
+        ends.append(cfg.deadline)
+    return min(ends)
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train until the budget / step limit; returns the final state (history, best, step)."""
+    from ..model import build_model
+
+    torch.set_num_threads(cfg.threads)
+    device = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
+    run = Path(cfg.run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    fh = logging.FileHandler(run / "train.log")
+    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.getLogger("deepemhancer_engine.training").addHandler(fh)
+    start = time.time()
+    end = _budget_end(cfg, start)
+    input_key = "x_mask" if cfg.normalization == "mask" else "x_noise"
+    ds = CropDataset(list_shards(cfg.data, "train"), target=cfg.target, input_key=input_key,
+                     max_resolution=cfg.max_resolution, band_limited=cfg.band_limit)
+    vx, vy = _validation_set(cfg, input_key)
+    log.info("%s: %d training cubes, %d validation cubes, device %s", cfg.name, len(ds), len(vx), device)
+
+    torch.manual_seed(cfg.seed)
+    model = build_model("unet3d", {"filters": list(cfg.filters)}).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=cfg.patience)
+    state: dict = {"step": 0, "epoch": 0, "history": [], "best": {}, "elapsed": 0.0, "config": _jsonable(cfg)}
+    best_state = None
+    ckpt = run / "last.ckpt"
+    rng = np.random.default_rng(cfg.seed)
+    if ckpt.exists():
+        saved = torch.load(ckpt, map_location=device, weights_only=False)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        state = saved["state"]
+        best_state = saved.get("best_model")
+        rng.bit_generator.state = saved["rng"]
+        log.info("resumed from %s at step %d (best val %.5f)", ckpt, state["step"],
+                 state["best"].get("val_l1", float("nan")))
+    elif cfg.init is not None:
+        model.load_state_dict(torch.load(cfg.init, map_location=device, weights_only=True))
+        log.info("initialised from %s", cfg.init)
+    batches = _Batches(ds, cfg, rng)
+    last_export = time.time()
+    t_prev, elapsed0 = time.time(), state["elapsed"]
+    model.train()
+    stop = False
+    while not stop:
+        running = []
+        for _ in range(cfg.epoch_steps):
+            x, y = batches.next()
+            opt.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.l1_loss(model(x.to(device)), y.to(device))
+            loss.backward()
+            opt.step()
+            running.append(loss.item())
+            state["step"] += 1
+            if time.time() > end - 30 or (cfg.max_steps is not None and state["step"] >= cfg.max_steps):
+                stop = True
+                break
+        state["epoch"] += 1
+        metrics = evaluate(model, vx, vy, device)
+        sched.step(metrics["val_l1"])
+        state["elapsed"] = elapsed0 + time.time() - t_prev
+        entry = {"step": state["step"], "epoch": state["epoch"], "train_l1": float(np.mean(running)),
+                 "lr": opt.param_groups[0]["lr"], "time_h": state["elapsed"] / 3600, **metrics}
+        state["history"].append(entry)
+        if metrics["val_l1"] < state["best"].get("val_l1", float("inf")):
+            state["best"] = {"step": state["step"], **metrics}
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            _atomic_torch_save(best_state, run / "best.pt")
+        log.info("epoch %d step %d train %.5f val %.5f noise %.5f lr %.2g (%.0f s)", state["epoch"],
+                 state["step"], entry["train_l1"], metrics["val_l1"], metrics["noise_abs"], entry["lr"],
+                 state["elapsed"])
+        _atomic_torch_save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                            "state": state, "best_model": best_state, "rng": rng.bit_generator.state}, ckpt)
+        (run / "history.json").write_text(json.dumps(state["history"], indent=1))
+        title = f"{cfg.name} ({device}, filters {cfg.filters}, {cfg.small_crop}/{cfg.crop}^3 cubes)"
+        _plot(state["history"], run / "loss.png", title)
+        if time.time() - last_export > cfg.export_every_min * 60:
+            _export(model, best_state, cfg, state, device)
+            last_export = time.time()
+        if epoch_refresh_due(state["epoch"]):
+            ds.refresh(list_shards(cfg.data, "train"))
+    _export(model, best_state, cfg, state, device)
+    logging.getLogger("deepemhancer_engine.training").removeHandler(fh)
+    return state
+
+
+def epoch_refresh_due(epoch: int) -> bool:
+    """Pick up shards written since the start every few epochs (generation may still run)."""
+    return epoch % 4 == 0
+
+
+def _jsonable(cfg: TrainConfig) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
