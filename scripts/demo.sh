@@ -3,12 +3,12 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-bash scripts/setup_engine_env.sh "$ROOT/.venv" ".[engine,plots]"
+bash scripts/setup_engine_env.sh "$ROOT/.venv" ".[engine,plots,train]"
 OUT="${DEMO_OUT:-$ROOT/demo_output}"
 mkdir -p "$OUT"
 .venv/bin/deepemhancer -i examples/half1.mrc -i2 examples/half2.mrc -o "$OUT/enhanced.mrc" --force
 .venv/bin/deepemhancer evaluate --half1 examples/half1.mrc --half2 examples/half2.mrc \
-    --enhanced "$OUT/enhanced.mrc" --outdir "$OUT/evaluation"
+    --enhanced "$OUT/enhanced.mrc" --model examples/1HPX.pdb.gz --outdir "$OUT/evaluation"
 echo
 echo "Enhanced map: $OUT/enhanced.mrc"
 echo "Plots and metrics: $OUT/evaluation/ ($(cd "$OUT/evaluation" && ls *.png *.tsv 2>/dev/null | tr '\n' ' '))"
