@@ -66,15 +66,6 @@ def test_ligands_are_in_the_target(pdb):
     assert with_lig.model_map.sum() > without.model_map.sum()
 
 
-def test_fsc_helpers():
-    rng = np.random.default_rng(0)
-    a = rng.normal(size=(24, 24, 24)).astype(np.float32)
-    f, c = simulate.fsc_curve(a, a, 1.0)
-    assert np.allclose(c[1:], 1.0, atol=1e-5) and f[-1] == pytest.approx(0.5, abs=0.03)
-    res = simulate.crossing_resolution(np.array([0.1, 0.2]), np.array([1.0, 0.0]))
-    assert res == pytest.approx(1 / 0.1857, rel=0.01)
-
-
 def test_shard_roundtrip(pdb, tmp_path):
     job = dataset.Job(str(pdb), 21, str(tmp_path / "fake__s21.npz"))
     arrays = dataset.make_crops(job.structure, job.seed, crop=16, n_crops=3)

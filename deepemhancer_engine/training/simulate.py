@@ -33,6 +33,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
+from ..metrics import fsc
 
 log = logging.getLogger(__name__)
 
@@ -170,29 +171,6 @@ def shell_index(shape, voxel: float) -> tuple[np.ndarray, np.ndarray]:
     s = np.sqrt(_freq2(shape, voxel))
     idx = np.minimum(np.round(s * n * voxel).astype(int), n // 2 + 1)
     return idx, np.arange(n // 2 + 2) / (n * voxel)
-
-
-def fsc_curve(a: np.ndarray, b: np.ndarray, voxel: float) -> tuple[np.ndarray, np.ndarray]:
-    """Fourier shell correlation of two maps; returns (frequencies 1/A, FSC) up to Nyquist."""
-    idx, freqs = shell_index(a.shape, voxel)
-    fa, fb = np.fft.rfftn(a), np.fft.rfftn(b)
-    nb = len(freqs)
-    num = np.bincount(idx.ravel(), (fa * np.conj(fb)).real.ravel(), nb)
-    da = np.bincount(idx.ravel(), (np.abs(fa) ** 2).ravel(), nb)
-    db = np.bincount(idx.ravel(), (np.abs(fb) ** 2).ravel(), nb)
-    fsc = num / np.sqrt(np.maximum(da * db, 1e-30))
-    keep = freqs <= 0.5 / voxel + 1e-9
-    return freqs[keep], fsc[keep]
-
-
-def crossing_resolution(freqs: np.ndarray, fsc: np.ndarray, threshold: float = FSC_THRESHOLD) -> float:
-    """Resolution (A) where ``fsc`` first drops below ``threshold`` (linear interpolation)."""
-    for i in range(1, len(fsc)):
-        if fsc[i] < threshold:
-            f0, f1, c0, c1 = freqs[i - 1], freqs[i], fsc[i - 1], fsc[i]
-            f = f0 + (c0 - threshold) / max(c0 - c1, 1e-12) * (f1 - f0)
-            return float(1.0 / max(f, 1e-6))
-    return float(1.0 / freqs[-1])
 
 
 def soft_mask_from_atoms(atoms: Atoms, corner, shape_zyx, voxel: float, inner: float, edge: float):
@@ -395,8 +373,7 @@ def simulate_pair(
     sig0 = signal - signal.mean()
     k = _noise_scale(sig0, 0.5 * (noise1 + noise2), voxel, res_req)
     half1, half2 = signal + k * noise1, signal + k * noise2
-    freqs, fsc = fsc_curve(half1, half2, voxel)
-    res = crossing_resolution(freqs, fsc)
+    res = fsc(half1, half2, voxel).resolution(FSC_THRESHOLD)
 
     gamma = rng.uniform(0.3, 0.7)
     local = spatial_blur(data_map, s2, 0.0, gamma * flex)
