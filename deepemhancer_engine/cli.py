@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"voxels between cube starts (default {DEFAULT_STRIDE}; the original used 16)")
     adv.add_argument("--blend", choices=("gaussian", "constant"), default="gaussian",
                      help="gaussian (default) or constant (uniform averaging, like the original)")
+    adv.add_argument("--no-null-correction", dest="null_correction", action="store_false",
+                     help="keep the network's response to pure noise (a faint fixed pattern tied to the cube "
+                          "grid) instead of subtracting it")
     adv.add_argument("--weights", default=None, metavar="PATH.pt",
                      help="use these weights (model card PATH.json beside it) instead of -p")
     out = parser.add_argument_group("Output")
@@ -133,7 +136,8 @@ def config_from_args(args: argparse.Namespace):
         weights=Path(args.weights) if args.weights else None,
         normalization=norm,
         tiling=TilingConfig(stride=args.stride, blend=args.blend),
-        inference=InferenceConfig(device=device, gpu_ids=ids, batch_size=args.batch_size),
+        inference=InferenceConfig(device=device, gpu_ids=ids, batch_size=args.batch_size,
+                                  null_correction=getattr(args, "null_correction", True)),
         cleaning_strength=args.cleaning,
     )
 

@@ -124,6 +124,7 @@ class InferenceConfig:
     device: str = "auto"  # auto | cpu | cuda
     gpu_ids: tuple[int, ...] = ()
     batch_size: int | None = None  # None: 8 on CPU, from the free memory on a GPU
+    null_correction: bool = True  # subtract the network's response to pure noise (inference.Predictor)
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):

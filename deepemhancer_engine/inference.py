@@ -44,6 +44,10 @@ CPU_BATCH_SIZE = 8
 MAX_CUDA_BATCH = 64
 #: Share of the free GPU memory the automatic batch size may use.
 CUDA_MEMORY_FRACTION = 0.5
+#: Pure-noise cubes averaged to measure the network's response to an empty (solvent-only) cube.
+NULL_CUBES = 32
+#: Seed of those cubes (fixed: the correction, and so the output, is deterministic).
+NULL_SEED = 20211
 
 
 def _usable_cpus() -> int:
@@ -168,6 +172,13 @@ class Predictor:
             (AVX512-BF16/AMX), else fp32; False/'off'; 'fp16'; 'bf16'.
         channels_last: channels-last-3d memory layout; None = on for CPU bf16 (where oneDNN is fastest
             with it), off otherwise (slower on GPUs, no gain for CPU fp32).
+        null_std: when set, subtract the network's *null response* from every cube before blending:
+            the mean output, at each position of the cube, over :data:`NULL_CUBES` cubes of pure
+            Gaussian noise of this standard deviation (the normalised noise level, 0.1). An input
+            holding only noise should come out as 0 (the targets' solvent); a network trained on
+            finite cubes instead returns a small fixed pattern tied to the cube position (about 2 %
+            of the noise level), which blending turns into a grid of faint blobs that is the same
+            for every input. See docs/design.md, "Null-response correction".
 
     After :meth:`predict`, :attr:`timings` holds the seconds spent in the network and in cube
     extraction plus blending, and the cube counts.
@@ -180,8 +191,13 @@ class Predictor:
     """
 
     def __init__(self, model: nn.Module, device: torch.device, batch_size: Union[int, str, None] = None, *,
-                 amp: AmpOption = None, channels_last: Optional[bool] = None) -> None:
+                 amp: AmpOption = None, channels_last: Optional[bool] = None,
+                 null_std: Optional[float] = None) -> None:
         self.batch_size = _check_batch(batch_size)
+        if null_std is not None and not null_std > 0:
+            raise InputError(f"null-response noise level must be positive, got {null_std!r}")
+        self.null_std = null_std
+        self._null: dict[int, npt.NDArray[np.float32]] = {}
         self.device = torch.device(device)
         self.amp_dtype = _amp_dtype(amp, self.device)
         if channels_last is None:
@@ -205,6 +221,29 @@ class Predictor:
         with self._autocast():
             y = self.model(x)
         return y.float().squeeze(1).contiguous().cpu().numpy()
+
+    def null_response(self, tile: int) -> Optional[npt.NDArray[np.float32]]:
+        """The ``(tile, tile, tile)`` mean output for pure-noise cubes (None without ``null_std``).
+
+        Measured once per cube size with a fixed seed, in the precision and layout used for the maps.
+        """
+        if self.null_std is None:
+            return None
+        if tile not in self._null:
+            t0 = time.perf_counter()
+            rng = np.random.default_rng(NULL_SEED)
+            step = max(1, min(self.resolve_batch_size(tile), 8))
+            total = np.zeros((tile, tile, tile), np.float64)
+            with torch.inference_mode():
+                for done in range(0, NULL_CUBES, step):
+                    n = min(step, NULL_CUBES - done)
+                    noise = rng.normal(0.0, self.null_std, (n, tile, tile, tile)).astype(np.float32)
+                    total += self._forward(noise).sum(axis=0, dtype=np.float64)
+            null = (total / NULL_CUBES).astype(np.float32)
+            self._null[tile] = null
+            log.info("Null response of the network measured on %d noise cubes of %d^3 in %.1f s (rms %.3g)",
+                     NULL_CUBES, tile, time.perf_counter() - t0, float(np.sqrt(np.mean(null.astype(np.float64) ** 2))))
+        return self._null[tile]
 
     def resolve_batch_size(self, tile: int) -> int:
         """The batch size a prediction with cubes of ``tile`` will use (measures the GPU when 'auto')."""
@@ -275,8 +314,10 @@ class Predictor:
                 ", channels-last" if self.channels_last else "",
             )
             with torch.inference_mode():
+                null = self.null_response(grid.tile) if total else None
+                t_null = time.perf_counter() - t0
                 run = self._run_cuda if self.device.type == "cuda" else self._run_cpu
-                net_s, blend_s = run(padded, grid, starts, batch_size, merger, progress, total)
+                net_s, blend_s = run(padded, grid, starts, batch_size, merger, progress, total, null)
         except torch.cuda.OutOfMemoryError as exc:
             torch.cuda.empty_cache()
             raise DeviceError(
@@ -287,19 +328,21 @@ class Predictor:
         result = merger.result()[unpad]
         result = np.ascontiguousarray(result, dtype=np.float32)
         wall = time.perf_counter() - t0
-        self.timings = {"network": net_s, "blend": blend_s + time.perf_counter() - t1, "predict": wall,
+        self.timings = {"network": net_s + t_null, "blend": blend_s + time.perf_counter() - t1, "predict": wall,
                         "cubes": float(total), "skipped": float(merger.n_skipped)}
         log.info("Predicted %d cubes in %.1f s (%.2f cubes/s; network %.1f s, blending %.1f s)",
                  total, wall, total / max(wall, 1e-9), net_s, self.timings["blend"])
         return result
 
-    def _run_cpu(self, padded, grid, starts, batch_size, merger, progress, total) -> tuple[float, float]:
+    def _run_cpu(self, padded, grid, starts, batch_size, merger, progress, total, null) -> tuple[float, float]:
         net_s = blend_s = 0.0
         done = 0
         t = time.perf_counter()
         for batch, chunk in iter_batches(padded, grid, batch_size, starts=starts):
             t1 = time.perf_counter()
             out = self._forward(batch)
+            if null is not None:
+                out -= null
             t2 = time.perf_counter()
             merger.add(out, chunk)
             t3 = time.perf_counter()
@@ -311,7 +354,7 @@ class Predictor:
                 progress(done, total)
         return net_s, blend_s
 
-    def _run_cuda(self, padded, grid, starts, batch_size, merger, progress, total) -> tuple[float, float]:
+    def _run_cuda(self, padded, grid, starts, batch_size, merger, progress, total, null) -> tuple[float, float]:
         """GPU loop with overlap: while the GPU runs batch k, the CPU cuts batch k+1 and blends batch k-1.
 
         Cubes travel through two pinned host buffers each way (non-blocking copies on the current
@@ -326,6 +369,7 @@ class Predictor:
         with torch.cuda.device(dev):
             stream = torch.cuda.current_stream(dev)
             weights = torch.from_numpy(merger.weights).to(dev)
+            null_t = torch.from_numpy(null).to(dev) if null is not None else None
             for k, (batch, chunk) in enumerate(iter_batches(padded, grid, batch_size, starts=starts)):
                 n = len(chunk)
                 host_in, host_out = ins[k % 2][:n], outs[k % 2][:n]
@@ -333,7 +377,10 @@ class Predictor:
                 x = self._input(host_in.to(dev, non_blocking=True))
                 with self._autocast():
                     y = self.model(x)
-                host_out.copy_(y.float().mul_(weights), non_blocking=True)
+                y = y.float()
+                if null_t is not None:
+                    y = y.sub_(null_t)
+                host_out.copy_(y.mul_(weights), non_blocking=True)
                 event = torch.cuda.Event()
                 event.record(stream)
                 if pending is not None:

@@ -55,7 +55,8 @@ def load(config: EnhanceConfig) -> LoadedModel:
     device = select_device(config.inference)
     model = model.to(device)
     log.info("Model %s (%s, %s) on %s", card.name, card.arch, pt_path.name, device)
-    predictor = Predictor(model, device, config.inference.batch_size)
+    null_std = config.normalization.target_std if config.inference.null_correction else None
+    predictor = Predictor(model, device, config.inference.batch_size, null_std=null_std)
     return LoadedModel(predictor=predictor, card=card, weights_path=pt_path)
 
 
