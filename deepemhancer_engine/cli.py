@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"voxels between cube starts (default {DEFAULT_STRIDE}; the original used 16)")
     adv.add_argument("--blend", choices=("gaussian", "constant"), default="gaussian",
                      help="gaussian (default) or constant (uniform averaging, like the original)")
+    adv.add_argument("--resolution", type=float, default=None, metavar="A",
+                     help="keep the network's output up to this resolution (A) and the input's data beyond it "
+                          "(default: the half-map FSC-0.143 with -i2; no limit for a single map)")
+    adv.add_argument("--no-resolution-limit", dest="limit_resolution", action="store_false",
+                     help="keep everything the network returns, also beyond the resolution of the data")
     adv.add_argument("--no-null-correction", dest="null_correction", action="store_false",
                      help="keep the network's response to pure noise (a faint fixed pattern tied to the cube "
                           "grid) instead of subtracting it")
@@ -139,6 +144,8 @@ def config_from_args(args: argparse.Namespace):
         inference=InferenceConfig(device=device, gpu_ids=ids, batch_size=args.batch_size,
                                   null_correction=getattr(args, "null_correction", True)),
         cleaning_strength=args.cleaning,
+        resolution=getattr(args, "resolution", None),
+        limit_resolution=getattr(args, "limit_resolution", True),
     )
 
 

@@ -147,10 +147,16 @@ class EnhanceConfig:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     cleaning_strength: float | None = None  # None or <= 0: off
     working_voxel_size: float = WORKING_VOXEL_SIZE
+    #: Resolution limit (A) of the output (postprocess.limit_resolution). None: the half-map FSC-0.143
+    #: resolution when two half maps are given, no limit for a single map.
+    resolution: float | None = None
+    limit_resolution: bool = True  # False: keep everything the network returns (--no-resolution-limit)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", parse_option(ModelName, self.model, "model"))
         _positive("working voxel size", self.working_voxel_size)
+        if self.resolution is not None:
+            _positive("resolution (--resolution)", self.resolution)
         if self.cleaning_strength is not None and self.cleaning_strength > 1:
             raise InputError(
                 f"cleaning strength must be between 0 and 1, got {self.cleaning_strength!r}"

@@ -16,6 +16,9 @@ Map-model numbers reward a network that makes maps look like models beyond what 
 * ``--noise-test``: two independent pure-noise volumes enhanced; the largest FSC between the
   outputs beyond 10 A (should be ~0: anything consistent is invented by the network).
 
+Every map the network enhances here (average, each half, noise) gets the same resolution limit as a
+``deepemhancer -i half1 -i2 half2`` run would apply: the half-map FSC-0.143 (or ``--resolution``).
+
 Writes ``metrics.tsv`` (variant, metric, value), ``fsc_curves.tsv``, ``summary.json``,
 ``fsc_model.png``, ``fsc_halves.png`` and ``slices.png`` into ``--outdir``.
 """
@@ -38,13 +41,17 @@ from .errors import InputError
 
 log = logging.getLogger(__name__)
 
-Enhancer = Callable[[np.ndarray], np.ndarray]
+Enhancer = Callable[..., np.ndarray]
 
 #: Soft mask for the masked map-model FSC: atoms dilated by this radius (A), cosine edge (A).
 FSC_MASK_RADIUS = 3.0
 FSC_MASK_EDGE = 4.0
 #: Noise-test frequencies: beyond this resolution (A).
 NOISE_TEST_BEYOND = 10.0
+#: Smallest edge (voxels) of the noise-test volumes: a tiny box has so few Fourier coefficients per shell
+#: beyond 10 A that two independent noise maps reach FSC ~0.15 by chance (3 / sqrt(n) for n ~ 400);
+#: at 96 voxels the chance level is ~0.07. Larger maps are tested at their own size.
+NOISE_MIN_EDGE = 96
 #: Default seed of the noise test (evaluation seeds are >= 10,000,000; training uses smaller ones).
 NOISE_SEED = 10_000_000
 VARIANTS = ("average", "sharpened", "enhanced")
@@ -93,6 +100,7 @@ def _honesty(half1, half2, average, enhanced, vs, raw: M.FSCCurve, identical: bo
              enhancer: Enhancer | None, noise_test: bool, seed: int, curves: dict, out: dict) -> None:
     """Independent-halves and pure-noise checks; fills ``out['honesty']`` and ``curves``."""
     h = out["honesty"]
+    limit = out.get("resolution_used_A")
     res_raw = raw.resolution(0.143)
     h["raw_halves_fsc0.143_A"] = res_raw
     h["raw_halves_fsc0.5_A"] = raw.resolution(0.5)
@@ -102,7 +110,7 @@ def _honesty(half1, half2, average, enhanced, vs, raw: M.FSCCurve, identical: bo
         out["notes"].append("halves identical (one map used twice): independent-halves check not applicable")
     else:
         t0 = time.perf_counter()
-        e1, e2 = enhancer(half1), enhancer(half2)
+        e1, e2 = _apply(enhancer, half1, limit), _apply(enhancer, half2, limit)
         ce = M.fsc(e1, e2, vs)
         curves["enhanced halves"] = ce
         h["enhanced_halves_fsc0.143_A"] = ce.resolution(0.143)
@@ -113,10 +121,18 @@ def _honesty(half1, half2, average, enhanced, vs, raw: M.FSCCurve, identical: bo
         t0 = time.perf_counter()
         rng = np.random.default_rng(seed)
         std = float(np.std(average)) or 1.0
-        outs = [enhancer(rng.normal(0.0, std, average.shape).astype(np.float32)) for _ in range(2)]
+        shape = tuple(max(n, NOISE_MIN_EDGE) for n in average.shape)
+        outs = [_apply(enhancer, rng.normal(0.0, std, shape).astype(np.float32), limit) for _ in range(2)]
         cn = M.fsc(outs[0], outs[1], vs)
-        curves["noise outputs"] = cn
+        if shape == average.shape:
+            curves["noise outputs"] = cn
+        else:  # on the case's shells for the curve files and plots (interpolated)
+            curves["noise outputs"] = M.FSCCurve(freq=raw.freq, fsc=np.interp(raw.freq, cn.freq, cn.fsc),
+                                                 n=np.interp(raw.freq, cn.freq, cn.n))
+            out["notes"].append(f"noise test on {'x'.join(map(str, shape[::-1]))} voxels (at least {NOISE_MIN_EDGE})")
         h["noise_max_fsc_beyond_10A"] = M.max_fsc_beyond(cn, NOISE_TEST_BEYOND)
+        beyond = cn.n[(cn.freq > 1.0 / NOISE_TEST_BEYOND) & (cn.n > 0)]
+        h["noise_chance_3sigma"] = float(3.0 / np.sqrt(beyond.min())) if beyond.size else _nan()
         rms = float(np.sqrt(np.mean(enhanced.astype(np.float64) ** 2))) or 1.0
         h["noise_output_rms_rel"] = float(np.sqrt(np.mean(outs[0].astype(np.float64) ** 2))) / rms
         out["timing_s"]["noise"] = time.perf_counter() - t0
@@ -131,7 +147,7 @@ def _variants(half1, half2, vs, enhanced, enhancer, resolution, out: dict) -> di
         if enhancer is None:
             raise InputError("give an enhanced map or an enhancer (network) to evaluate")
         t0 = time.perf_counter()
-        enhanced = enhancer(average)
+        enhanced = _apply(enhancer, average, out.get("resolution_used_A"))
         out["timing_s"]["enhance"] = time.perf_counter() - t0
     enhanced = np.asarray(enhanced, dtype=np.float32)
     if enhanced.shape != half1.shape:
@@ -196,7 +212,7 @@ def evaluate(
         _model_metrics(volumes, model, grid, res, curves, out)
         out["timing_s"]["model_metrics"] = time.perf_counter() - t0
     for key in ("enhanced_halves_fsc0.143_A", "enhanced_halves_fsc0.5_A", "max_fsc_gain_beyond_raw0.143",
-                "noise_max_fsc_beyond_10A", "noise_output_rms_rel"):
+                "noise_max_fsc_beyond_10A", "noise_chance_3sigma", "noise_output_rms_rel"):
         out["honesty"][key] = _nan()
     _honesty(half1, half2, volumes["average"], volumes["enhanced"], vs, raw, identical, enhancer, noise_test,
              seed, curves, out)
@@ -301,15 +317,37 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                      help="with --enhanced: do not load the network; skip the model-free checks")
 
 
-def make_enhancer(config, voxel_size, *, loaded=None) -> Enhancer:
-    """Return ``volume -> enhanced volume`` for maps of ``voxel_size``, loading the network once
-    (or reusing ``loaded`` from ``pipeline.load``)."""
-    from .pipeline import enhance, load
+def _apply(enhancer: Enhancer, volume: np.ndarray, resolution: float | None) -> np.ndarray:
+    """``enhancer(volume)``, passing the resolution limit to enhancers that take one."""
+    if getattr(enhancer, "takes_resolution", False):
+        return enhancer(volume, resolution=resolution)
+    return enhancer(volume)
+
+
+class NetworkEnhancer:
+    """``volume -> enhanced volume`` for maps of one voxel size with a loaded network; ``resolution``
+    (A) is the limit of :func:`pipeline.enhance` (None: ``config.resolution``)."""
+
+    takes_resolution = True
+
+    def __init__(self, config, voxel_size, loaded) -> None:
+        self.config, self.voxel_size, self.loaded = config, voxel_size, loaded
+
+    def __call__(self, volume: np.ndarray, resolution: float | None = None) -> np.ndarray:
+        from .pipeline import enhance
+
+        return enhance(volume, self.voxel_size, config=self.config, model=self.loaded, resolution=resolution)
+
+
+def make_enhancer(config, voxel_size, *, loaded=None) -> NetworkEnhancer:
+    """Return an enhancer for maps of ``voxel_size``, loading the network once (or reusing ``loaded``
+    from ``pipeline.load``)."""
+    from .pipeline import load
 
     loaded = loaded or load(config)
     if getattr(loaded.card, "is_placeholder", False):
         log.warning("evaluating RANDOM-WEIGHTS placeholder model %s", getattr(loaded.card, "name", "?"))
-    return lambda vol: enhance(vol, voxel_size, config=config, model=loaded)
+    return NetworkEnhancer(config, voxel_size, loaded)
 
 
 def _read_inputs(args: argparse.Namespace):

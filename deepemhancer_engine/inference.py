@@ -159,6 +159,23 @@ def _check_batch(batch_size: Union[int, str, None]) -> Optional[int]:
     return int(batch_size)
 
 
+def _band_noise(rng: np.random.Generator, n: int, tile: int, band: Optional[tuple[float, float, float]],
+                std: float) -> npt.NDArray[np.float32]:
+    """``n`` cubes of Gaussian noise with standard deviation ``std``, white or (``band``) with nothing
+    beyond ``band[i]`` x Nyquist along axis i (what Fourier resampling to finer voxels leaves)."""
+    noise = rng.normal(0.0, 1.0, (n, tile, tile, tile))
+    if band is not None:
+        spec = np.fft.rfftn(noise, axes=(1, 2, 3))
+        for axis, b in zip((1, 2, 3), band):
+            f = np.abs(np.fft.rfftfreq(tile) if axis == 3 else np.fft.fftfreq(tile))
+            shape = [1, 1, 1, 1]
+            shape[axis] = f.size
+            spec *= (f <= 0.5 * b + 1e-9).reshape(shape)
+        noise = np.fft.irfftn(spec, s=(tile, tile, tile), axes=(1, 2, 3))
+    noise *= std / np.maximum(noise.std(axis=(1, 2, 3), keepdims=True), 1e-12)  # per cube: batch-independent
+    return noise.astype(np.float32)
+
+
 class Predictor:
     """Applies a cube network to whole maps.
 
@@ -222,28 +239,34 @@ class Predictor:
             y = self.model(x)
         return y.float().squeeze(1).contiguous().cpu().numpy()
 
-    def null_response(self, tile: int) -> Optional[npt.NDArray[np.float32]]:
+    def null_response(self, tile: int, band: Optional[tuple[float, float, float]] = None
+                      ) -> Optional[npt.NDArray[np.float32]]:
         """The ``(tile, tile, tile)`` mean output for pure-noise cubes (None without ``null_std``).
 
-        Measured once per cube size with a fixed seed, in the precision and layout used for the maps.
+        ``band``: per axis ``(z, y, x)``, the share of the Nyquist frequency the noise reaches (a map
+        resampled from coarser voxels holds nothing beyond ``voxel / input voxel``); None = white.
+        Measured once per cube size and band with a fixed seed, in the precision and layout used for
+        the maps.
         """
         if self.null_std is None:
             return None
-        if tile not in self._null:
+        band = None if band is None or min(band) >= 1 else tuple(round(float(b), 3) for b in band)
+        key = (tile, band)
+        if key not in self._null:
             t0 = time.perf_counter()
             rng = np.random.default_rng(NULL_SEED)
             step = max(1, min(self.resolve_batch_size(tile), 8))
             total = np.zeros((tile, tile, tile), np.float64)
             with torch.inference_mode():
                 for done in range(0, NULL_CUBES, step):
-                    n = min(step, NULL_CUBES - done)
-                    noise = rng.normal(0.0, self.null_std, (n, tile, tile, tile)).astype(np.float32)
+                    noise = _band_noise(rng, min(step, NULL_CUBES - done), tile, band, self.null_std)
                     total += self._forward(noise).sum(axis=0, dtype=np.float64)
             null = (total / NULL_CUBES).astype(np.float32)
-            self._null[tile] = null
-            log.info("Null response of the network measured on %d noise cubes of %d^3 in %.1f s (rms %.3g)",
-                     NULL_CUBES, tile, time.perf_counter() - t0, float(np.sqrt(np.mean(null.astype(np.float64) ** 2))))
-        return self._null[tile]
+            self._null[key] = null
+            log.info("Null response of the network measured on %d noise cubes of %d^3%s in %.1f s (rms %.3g)",
+                     NULL_CUBES, tile, f" (band {band})" if band else "", time.perf_counter() - t0,
+                     float(np.sqrt(np.mean(null.astype(np.float64) ** 2))))
+        return self._null[key]
 
     def resolve_batch_size(self, tile: int) -> int:
         """The batch size a prediction with cubes of ``tile`` will use (measures the GPU when 'auto')."""
@@ -271,6 +294,7 @@ class Predictor:
         progress: ProgressFn | None = None,
         *,
         mask: npt.ArrayLike | None = None,
+        null_band: Optional[tuple[float, float, float]] = None,
     ) -> npt.NDArray[np.float32]:
         """Enhance a (Z, Y, X) map cube by cube; returns float32 of the input shape.
 
@@ -281,6 +305,7 @@ class Predictor:
             mask: optional (Z, Y, X) mask (0..1) on the same grid. Cubes holding only voxels with mask
                 values <= :data:`tiling.MASK_THRESHOLD` are not run: their output is the solvent value 0,
                 and the result inside the mask is exactly the one without skipping.
+            null_band: the band of the noise the null response is measured with (:meth:`null_response`).
 
         Raises:
             InputError: not a 3-D array, a mask of another shape, or a cube size the network cannot take.
@@ -292,7 +317,7 @@ class Predictor:
         multiple = int(getattr(self.model, "size_multiple", 1))
         if tiling.tile % multiple:
             raise InputError(f"cube size {tiling.tile} must be divisible by {multiple} for this network")
-        padded, unpad = pad_to_tile(np.ascontiguousarray(array, dtype=np.float32), tiling.tile)
+        padded, unpad = pad_to_tile(np.ascontiguousarray(array, dtype=np.float32), tiling.tile, noise_std=self.null_std)
         grid = TileGrid.from_shape(padded.shape, tiling.tile, tiling.stride)
         merger = TileMerger(grid, tiling.blend)
         starts = None
@@ -314,7 +339,7 @@ class Predictor:
                 ", channels-last" if self.channels_last else "",
             )
             with torch.inference_mode():
-                null = self.null_response(grid.tile) if total else None
+                null = self.null_response(grid.tile, null_band) if total else None
                 t_null = time.perf_counter() - t0
                 run = self._run_cuda if self.device.type == "cuda" else self._run_cpu
                 net_s, blend_s = run(padded, grid, starts, batch_size, merger, progress, total, null)

@@ -74,15 +74,18 @@ def enhance(
     model: LoadedModel | None = None,
     progress: Progress | None = None,
     timings: dict[str, float] | None = None,
+    resolution: float | None = None,
 ) -> np.ndarray:
     """Enhance one map (``[z, y, x]`` float32) and return a map of the same shape.
 
     ``voxel_size`` is in A (one number or ``(x, y, z)``). ``model`` is reused when given (load it once
     with :func:`load` to enhance several maps); otherwise the weights named by ``config`` are loaded.
     ``timings``, when given, receives the seconds spent per stage (resample, normalise, network, ...).
+    ``resolution`` (A; default ``config.resolution``): keep the network's output up to it and the input's
+    data beyond (:func:`postprocess.limit_resolution`); ignored with ``config.limit_resolution`` False.
     """
     from .normalize import denormalize, normalize
-    from .postprocess import clean_small_blobs
+    from .postprocess import clean_small_blobs, limit_resolution
     from .resample import from_working_grid, to_working_grid
 
     config = config or EnhanceConfig()
@@ -112,13 +115,21 @@ def enhance(
 
     tiling = scaled_tiling(config.tiling, _model_tile(model.card, config.tiling.tile))
     with clock("network"):
-        pred = model.predictor.predict(norm, tiling, progress=progress, mask=work_mask)
+        band = tuple(min(1.0, target_vs / v) for v in (vs[2], vs[1], vs[0]))  # noise band after resampling
+        pred = model.predictor.predict(norm, tiling, progress=progress, mask=work_mask, null_band=band)
         del norm
     log.info("Network and blending done in %.1f s", clock.last)
 
     with clock("resample_back"):
         pred = denormalize(pred, ninfo, config.normalization.target_std)
         out = from_working_grid(pred, rinfo)
+        del pred
+    limit = resolution if resolution is not None else config.resolution
+    if config.limit_resolution and limit is not None:
+        with clock("limit"):
+            out, _ = limit_resolution(out, volume, vs, float(limit))
+    elif limit is None:
+        log.info("No resolution limit (a single map and no --resolution): the output keeps all the network adds")
     if config.cleaning_strength is not None and config.cleaning_strength > 0:
         with clock("clean"):
             out = clean_small_blobs(out, config.cleaning_strength)
@@ -166,19 +177,34 @@ def check_working_grid(shape: Sequence[int], voxel_size: Sequence[float], target
     return work  # type: ignore[return-value]
 
 
+def half_map_resolution(half1: np.ndarray, half2: np.ndarray, voxel_size: Sequence[float]) -> float:
+    """FSC-0.143 resolution (A) between two half maps, unmasked (the conservative figure)."""
+    from .metrics import fsc
+
+    return fsc(half1, half2, voxel_size).resolution(0.143)
+
+
 def read_inputs(
-    inputs: Sequence[str | os.PathLike], mask: str | os.PathLike | None = None
-) -> tuple[np.ndarray, GridInfo, np.ndarray | None]:
-    """Read one map or two half maps (averaged) and an optional mask, checking they agree."""
+    inputs: Sequence[str | os.PathLike], mask: str | os.PathLike | None = None, *, fsc: bool = False
+) -> tuple[np.ndarray, GridInfo, np.ndarray | None, float | None]:
+    """Read one map or two half maps (averaged) and an optional mask, checking they agree.
+
+    Returns the map (the average of the halves), its grid, the mask or None, and with ``fsc`` and two
+    half maps their FSC-0.143 resolution (A; otherwise None).
+    """
     if not 1 <= len(inputs) <= 2:
         raise InputError(f"give one map or two half maps, got {len(inputs)} inputs")
     if len(inputs) == 2 and _same_file(inputs[0], inputs[1]):
         raise InputError(f"{inputs[1]}: half map 2 is the same file as half map 1")
     names = ["half map 1", "half map 2"] if len(inputs) == 2 else ["map"]
+    d_half = None
     volume, grid = read_map(inputs[0], what=names[0])
     if len(inputs) == 2:
         half2, grid2 = read_map(inputs[1], what=names[1])
         check_same_grid(grid, grid2, f"{names[0]} ({inputs[0]})", f"{names[1]} ({inputs[1]})")
+        if fsc:
+            d_half = half_map_resolution(volume, half2, grid.voxel_size)
+            log.info("Half-map FSC-0.143 (unmasked): %.3g A", d_half)
         volume = np.add(volume, half2, dtype=np.float32)  # a new array: inputs stay read-only
         volume *= 0.5
         del half2
@@ -192,7 +218,7 @@ def read_inputs(
         lo, hi = float(mask_arr.min()), float(mask_arr.max())
         if lo < -1e-3 or hi > 1 + 1e-3:
             raise InputError(f"{mask}: mask values must lie between 0 and 1, found {lo:.4g} to {hi:.4g}")
-    return volume, grid, mask_arr
+    return volume, grid, mask_arr, d_half
 
 
 def check_output(output: str | os.PathLike, inputs: Sequence[str | os.PathLike], *, force: bool) -> Path:
@@ -234,7 +260,8 @@ def enhance_file(
         inputs = [inputs]
     mask_path = config.normalization.mask if config.normalization.mode is NormMode.MASK else None
     out = check_output(output, [*inputs, mask_path], force=force)
-    volume, grid, mask = read_inputs(inputs, mask_path)
+    auto_limit = config.limit_resolution and config.resolution is None
+    volume, grid, mask, d_half = read_inputs(inputs, mask_path, fsc=auto_limit)
     if voxel_size is not None:
         if not (voxel_size > 0 and math.isfinite(voxel_size)):
             raise InputError(f"voxel size (-s) must be a positive number, got {voxel_size!r}")
@@ -244,7 +271,9 @@ def enhance_file(
         _fmt_shape(grid.shape), _fmt_vs(grid.voxel_size), tuple(round(o, 3) for o in grid.origin),
     )
     model = model() if callable(model) else (model or load(config))
-    result = enhance(volume, grid.voxel_size, config=config, mask=mask, model=model, progress=progress)
+    resolution = config.resolution if config.resolution is not None else d_half
+    result = enhance(volume, grid.voxel_size, config=config, mask=mask, model=model, progress=progress,
+                     resolution=resolution)
     write_map(out, result, grid, overwrite=force)
     log.info("Wrote %s", out)
     return out

@@ -1,6 +1,11 @@
-"""Optional clean-up of the enhanced map: remove small disconnected blobs (``--cleaningStrengh``).
+"""After the network: the resolution limit (default with half maps) and the optional clean-up.
 
-The map is thresholded at a level derived from its own density range, connected components are
+:func:`limit_resolution` keeps the network's output only up to the resolution the data support and
+puts the input's own Fourier components back beyond it, so independently enhanced half maps agree
+no more beyond that resolution than the raw halves do.
+
+:func:`clean_small_blobs` removes small disconnected blobs (``--cleaningStrengh``). The map is
+thresholded at a level derived from its own density range, connected components are
 labelled, and every component smaller than ``strength`` x the largest one is set to zero together
 with a thin halo around it (its sub-threshold edge). The largest components are left untouched.
 """
@@ -8,14 +13,21 @@ with a thin halo around it (its sub-threshold edge). The largest components are 
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
+import scipy.fft
 from scipy import ndimage
 
 from .errors import InputError
 
 log = logging.getLogger(__name__)
+
+#: Width of the resolution limit's raised-cosine edge, as a fraction of 1/resolution: the network's
+#: output is kept fully up to (1 - edge) / d and not at all from 1 / d on.
+LIMIT_EDGE = 0.1
 
 #: Threshold = background + this fraction of (high percentile - background).
 THRESHOLD_FRACTION = 0.1
@@ -68,3 +80,67 @@ def clean_small_blobs(array: npt.ArrayLike, strength: float | None) -> npt.NDArr
         int(np.count_nonzero(small)), n_labels, int(np.count_nonzero(remove)), strength, int(sizes.max()),
     )
     return data
+
+
+def _frequencies(shape: Sequence[int], voxel_size: Sequence[float]) -> np.ndarray:
+    """|s| (1/A) on the ``rfftn`` grid of a ``[z, y, x]`` map with voxel size ``(x, y, z)``."""
+    nz, ny, nx = shape
+    vx, vy, vz = voxel_size
+    fz = np.fft.fftfreq(nz, d=vz).astype(np.float32)[:, None, None]
+    fy = np.fft.fftfreq(ny, d=vy).astype(np.float32)[None, :, None]
+    fx = np.fft.rfftfreq(nx, d=vx).astype(np.float32)[None, None, :]
+    return np.sqrt(fz**2 + fy**2 + fx**2)
+
+
+def limit_resolution(
+    enhanced: npt.ArrayLike,
+    original: npt.ArrayLike,
+    voxel_size: Sequence[float],
+    resolution: float,
+    *,
+    edge: float = LIMIT_EDGE,
+) -> tuple[npt.NDArray[np.float32], float]:
+    """Keep the network's output up to ``resolution`` A and the input's own data beyond it.
+
+    ``out = F^-1[H F(enhanced) + (1 - H) c F(original)]`` with ``H`` = 1 below ``(1 - edge) / d``, a
+    raised cosine down to 0 at ``1 / d``, and ``c`` the ratio of the rms Fourier amplitudes of the
+    enhanced and original maps inside that edge (the input comes back at the output's level, without a
+    step in the spectrum). Beyond ``d`` the output is a fixed multiple of the input, so the FSC between
+    two outputs there equals the FSC between the two inputs: nothing is added that the data do not hold.
+
+    Returns the map (float32) and ``c``; ``enhanced`` is returned unchanged (``c`` NaN) when no
+    frequency of the box lies beyond ``(1 - edge) / d``.
+    """
+    if not (resolution > 0 and math.isfinite(resolution)):
+        raise InputError(f"resolution limit must be a positive number of A, got {resolution!r}")
+    if not 0 < edge < 1:
+        raise InputError(f"resolution-limit edge must be between 0 and 1, got {edge!r}")
+    enhanced = np.asarray(enhanced, dtype=np.float32)
+    original = np.asarray(original, dtype=np.float32)
+    if enhanced.shape != original.shape:
+        raise InputError(f"enhanced map {enhanced.shape} and input {original.shape} differ in shape")
+    s = _frequencies(enhanced.shape, voxel_size)
+    f_cut = 1.0 / resolution
+    if f_cut * (1 - edge) >= float(s.max()):
+        return enhanced, float("nan")
+    t = np.clip((s - (1 - edge) * f_cut) / (edge * f_cut), 0.0, 1.0)
+    keep = (0.5 * (1.0 + np.cos(np.pi * t))).astype(np.float32)
+    del t
+    band = (s > (1 - edge) * f_cut) & (s <= f_cut)
+    f_enh = scipy.fft.rfftn(enhanced, workers=-1)
+    f_in = scipy.fft.rfftn(original, workers=-1)
+    if band.any():
+        p_in = float(np.sum(np.abs(f_in[band]) ** 2, dtype=np.float64))
+        p_enh = float(np.sum(np.abs(f_enh[band]) ** 2, dtype=np.float64))
+        c = math.sqrt(p_enh / p_in) if p_in > 0 else 0.0
+    else:
+        c = 0.0
+    f_enh *= keep
+    keep = (1.0 - keep) * np.float32(c)
+    f_in *= keep
+    f_enh += f_in
+    del f_in, keep
+    out = scipy.fft.irfftn(f_enh, s=enhanced.shape, workers=-1)
+    log.info("Resolution limit %.3g A: network output kept up to %.3g A, input data beyond (scaled by %.3g)",
+             resolution, resolution / (1 - edge), c)
+    return np.ascontiguousarray(out, dtype=np.float32), c

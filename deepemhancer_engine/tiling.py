@@ -6,7 +6,7 @@ One geometry object, :class:`TileGrid`, is computed once from the (padded) volum
 Cube starts follow nnU-Net's rule: per axis ``n = ceil((L - T) / S) + 1`` starts spread evenly from
 ``0`` to ``L - T``, so every cube lies fully inside the volume, the border is covered exactly and the
 distance between starts never exceeds the stride. Axes shorter than the cube are zero-padded first
-(:func:`pad_to_tile`), which returns the slices that undo the padding.
+(:func:`pad_to_tile`, with zeros or, for the network, noise), which returns the slices that undo the padding.
 
 Overlaps are blended with a weight map (:func:`weight_map`): an analytic Gaussian (sigma = tile / 8,
 floor 1e-3) or uniform weights (legacy DeepEMhancer averaging, but with weights starting at 0, not at
@@ -29,6 +29,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import zlib
 from dataclasses import dataclass
 from typing import Iterator, Sequence, Tuple
 
@@ -119,11 +120,14 @@ class TileGrid:
 
 
 def pad_to_tile(
-    array: npt.NDArray[np.float32], tile: int
+    array: npt.NDArray[np.float32], tile: int, *, noise_std: float | None = None
 ) -> tuple[npt.NDArray[np.float32], tuple[slice, slice, slice]]:
-    """Zero-pad the axes shorter than ``tile`` up to ``tile``, centring the data.
+    """Pad the axes shorter than ``tile`` up to ``tile``, centring the data.
 
-    Zero is the noise mean after normalisation, so padding adds plain background. Padding is centred
+    The padding is 0, the noise mean after normalisation, so it adds plain background; with
+    ``noise_std`` it is Gaussian noise of that standard deviation instead (solvent as the network saw it
+    in training: a noiseless margin is a feature the network answers the same way for every input).
+    The noise is seeded from the array's bytes, so the result is reproducible. Padding is centred
     (the extra voxel of an odd difference goes at the end) so the molecule keeps context on both sides.
     Axes already at least ``tile`` long are left untouched, and an array that needs no padding is
     returned as is (no copy).
@@ -141,6 +145,11 @@ def pad_to_tile(
     if not any(before or after for before, after in widths):
         return array, unpad  # type: ignore[return-value]
     padded = np.pad(array, widths, mode="constant", constant_values=0)
+    if noise_std is not None:
+        rng = np.random.default_rng(zlib.crc32(np.ascontiguousarray(array).view(np.uint8)))
+        noise = rng.normal(0.0, noise_std, padded.shape).astype(np.float32)
+        noise[unpad] = array
+        padded = noise
     return padded, unpad  # type: ignore[return-value]
 
 

@@ -67,3 +67,18 @@ def test_cli_switch():
     on = config_from_args(parser.parse_args(["-i", "a.mrc", "-o", "b.mrc"]))
     off = config_from_args(parser.parse_args(["-i", "a.mrc", "-o", "b.mrc", "--no-null-correction"]))
     assert on.inference.null_correction and not off.inference.null_correction
+
+
+def test_band_limited_null_noise():
+    rng = np.random.default_rng(0)
+    cubes = inference._band_noise(rng, 3, TILE, (1.0, 0.5, 0.25), 0.1)
+    assert cubes.shape == (3, TILE, TILE, TILE) and cubes.dtype == np.float32
+    np.testing.assert_allclose(cubes.std(axis=(1, 2, 3)), 0.1, rtol=1e-5)
+    power = np.abs(np.fft.fftn(cubes[0])) ** 2
+    f = np.abs(np.fft.fftfreq(TILE))
+    assert power[:, f > 0.25 + 1e-9, :].max() < 1e-8 * power.sum()  # y: half the Nyquist frequency
+    assert power[:, :, f > 0.125 + 1e-9].max() < 1e-8 * power.sum()  # x: a quarter
+    p = Predictor(PatternNet(gain=1.0), CPU, 4, amp="off", null_std=0.1)
+    white, band = p.null_response(TILE), p.null_response(TILE, (1.0, 0.5, 0.5))
+    assert white is p.null_response(TILE, (1.0, 1.0, 1.2))  # at or beyond Nyquist everywhere = white
+    assert band is not white and not np.array_equal(band, white)
