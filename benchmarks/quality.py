@@ -266,7 +266,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-box", type=float, default=96.0,
                     help="box edge limit in A (default 96: 2x2x2 cubes at 1 A): simulated boxes are made no bigger "
                          "(structures that would be cropped are skipped); real maps are cropped around the model")
-    ap.add_argument("--noise-cases", type=int, default=4, help="run the noise test on the first N cases of each set")
+    ap.add_argument("--noise-cases", type=int, default=100, help="run the noise test on the first N cases of each set")
     ap.add_argument("--plot-cases", type=int, default=1, help="write PNGs for the first N cases of each set")
     ap.add_argument("--no-sim", action="store_true")
     ap.add_argument("--no-real", action="store_true")

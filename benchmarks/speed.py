@@ -86,12 +86,13 @@ def _skippable_cubes(mask, voxel: float) -> dict:
     import numpy as np
 
     from deepemhancer_engine.config import DEFAULT_STRIDE, TILE_SIZE
+    from deepemhancer_engine.model import SIZE_MULTIPLE
     from deepemhancer_engine.resample import to_working_grid
     from deepemhancer_engine.tiling import TileGrid, pad_to_tile, split_by_mask
 
     work, _ = to_working_grid(mask, (voxel,) * 3, target=1.0)
-    work = pad_to_tile(np.clip(work, 0, 1), TILE_SIZE)[0]
-    grid = TileGrid.from_shape(work.shape, TILE_SIZE, DEFAULT_STRIDE)
+    work = pad_to_tile(np.clip(work, 0, 1), TILE_SIZE, align=SIZE_MULTIPLE)[0]
+    grid = TileGrid.from_shape(work.shape, TILE_SIZE, DEFAULT_STRIDE, SIZE_MULTIPLE)
     needed, skipped = split_by_mask(grid, work)
     return {"total": grid.n_tiles, "skipped": len(skipped)}
 

@@ -317,15 +317,20 @@ class Predictor:
         multiple = int(getattr(self.model, "size_multiple", 1))
         if tiling.tile % multiple:
             raise InputError(f"cube size {tiling.tile} must be divisible by {multiple} for this network")
-        padded, unpad = pad_to_tile(np.ascontiguousarray(array, dtype=np.float32), tiling.tile, noise_std=self.null_std)
-        grid = TileGrid.from_shape(padded.shape, tiling.tile, tiling.stride)
+        # Cube starts on multiples of the network's downsampling factor: the network is shift-equivariant
+        # only for such shifts, so every cube then makes the same prediction for the same voxel.
+        align = multiple if 1 < multiple <= tiling.stride else 1
+        padded, unpad = pad_to_tile(np.ascontiguousarray(array, dtype=np.float32), tiling.tile,
+                                    noise_std=self.null_std, align=align)
+        grid = TileGrid.from_shape(padded.shape, tiling.tile, tiling.stride, align)
         merger = TileMerger(grid, tiling.blend)
         starts = None
         if mask is not None:
             mask = np.asarray(mask)
             if mask.shape != array.shape:
                 raise InputError(f"mask shape {mask.shape} differs from map shape {array.shape}")
-            starts, skipped = split_by_mask(grid, pad_to_tile(np.asarray(mask, np.float32), tiling.tile)[0])
+            starts, skipped = split_by_mask(grid, pad_to_tile(np.asarray(mask, np.float32), tiling.tile,
+                                                               align=align)[0])
             merger.skip(skipped)
         total = grid.n_tiles - merger.n_skipped
         t0 = time.perf_counter()

@@ -111,6 +111,16 @@ class ProtDeepEMhancer(ProtAnalysis3D):
                        display=params.EnumParam.DISPLAY_HLIST, label="Blending",
                        help="gaussian: weight overlapping cubes by a Gaussian window. "
                             "constant: plain average, as the original DeepEMhancer.")
+        group.addParam("limitResolution", params.BooleanParam, default=True,
+                       label="Limit to the data's resolution?",
+                       help="Yes (default): keep the network's output only up to the resolution the data support "
+                            "and the data themselves beyond it, so the map shows no detail finer than the half "
+                            "maps agree on. The resolution is the half-map FSC-0.143 (unmasked), or the value "
+                            "below. No: keep everything the network returns.")
+        group.addParam("resolutionLimit", params.FloatParam, default=0.0, condition="limitResolution",
+                       label="Resolution (A)",
+                       help="0: automatic (the half-map FSC-0.143 with two half maps; no limit for one map). "
+                            "Otherwise this resolution in A.")
         group.addParam("cpuFallback", params.BooleanParam, default=True,
                        label="Fall back to CPU without GPU?",
                        help="Yes: when the GPU is asked for but none is available, run on the CPU. "
@@ -173,6 +183,8 @@ class ProtDeepEMhancer(ProtAnalysis3D):
             errors.append("Batch size must be at least 1, got %s." % self.batchSize.get())
         if not 1 <= self.stride.get() <= 64:
             errors.append("Stride must be between 1 and 64 voxels, got %s." % self.stride.get())
+        if self.limitResolution and not self.resolutionLimit.get() >= 0:
+            errors.append("Resolution must be 0 (automatic) or positive, got %s." % self.resolutionLimit.get())
         errors += self._validateGpu()
         return errors
 
@@ -189,6 +201,12 @@ class ProtDeepEMhancer(ProtAnalysis3D):
                        % (mode, self.getModelName(), NORMALIZATIONS[self.normalization.get()]))
         if self.performCleaning:
             summary.append("Small blobs removed (strength %s)." % self.cleaningStrength.get())
+        if not self.limitResolution:
+            summary.append("No resolution limit: the output keeps all the network adds.")
+        elif self.resolutionLimit.get() > 0:
+            summary.append("Output limited to %g A (data beyond it kept as they are)." % self.resolutionLimit.get())
+        elif self.useHalfMaps:
+            summary.append("Output limited to the half-map FSC-0.143 resolution.")
         if self.hasAttribute("outputVolume"):
             out = self.outputVolume
             summary.append("Output: %s (%s px, %.3f A/px)."
@@ -246,6 +264,10 @@ class ProtDeepEMhancer(ProtAnalysis3D):
                 args += ["--noiseStats", "%g" % self.noiseMean.get(), "%g" % self.noiseStd.get()]
         if self.performCleaning:
             args += ["--cleaningStrength", "%g" % self.cleaningStrength.get()]
+        if not self.limitResolution:
+            args += ["--no-resolution-limit"]
+        elif self.resolutionLimit.get() > 0:
+            args += ["--resolution", "%g" % self.resolutionLimit.get()]
         args += ["-b", str(self.batchSize.get()), "--stride", str(self.stride.get()),
                  "--blend", BLEND_MODES[self.blending.get()]]
         args += self.getDeviceArgs()

@@ -87,7 +87,8 @@ class TestDeepEMhancerProtocol(DeepEMhancerTestBase):
                                        inputHalf1=self.imp1.outputVolume, inputHalf2=self.imp2.outputVolume)
         pSingle = self.newDeepEMhancer(objLabel="single", useHalfMaps=False, inputVolume=self.imp1.outputVolume,
                                        normalization=1, noiseMean=0.0, noiseStd=0.1, modelType=1,
-                                       performCleaning=True, cleaningStrength=0.2, blending=1, stride=16)
+                                       performCleaning=True, cleaningStrength=0.2, blending=1, stride=16,
+                                       resolutionLimit=6.5)
         for prot in (pHalves, pSingle):
             self.assertEqual(prot.validate(), [])
             self.proj.launchProtocol(prot, wait=False)
@@ -119,7 +120,12 @@ class TestDeepEMhancerProtocol(DeepEMhancerTestBase):
         self.assertEqual(args[args.index("--blend") + 1], "constant")
         self.assertEqual(args[args.index("-s") + 1], "1.3")
         self.assertNotIn("-i2", args)
+        self.assertEqual(args[args.index("--resolution") + 1], "6.5")
         self.assertIn("-i2", pHalves.getEngineArgList())
+        self.assertNotIn("--resolution", pHalves.getEngineArgList())  # automatic: the half-map FSC
+        self.assertIn("half-map FSC-0.143", "\n".join(pHalves.summary()))
+        pHalves.limitResolution.set(False)
+        self.assertIn("--no-resolution-limit", pHalves.getEngineArgList())
         summary = "\n".join(pHalves.summary())
         self.assertIn("tightTarget", summary)
         self.assertIn("SanchezGarcia2021", "\n".join(pHalves.methods()))
@@ -222,8 +228,8 @@ class TestDeepEMhancerValidate(DeepEMhancerTestBase):
         err = self._errors(useHalfMaps=False, inputVolume=self.imp1.outputVolume, normalization=2)
         self.assertIn("needs a mask", err)
         err = self._errors(useHalfMaps=False, inputVolume=self.imp1.outputVolume, normalization=1, noiseStd=0.0,
-                           batchSize=0, stride=100, performCleaning=True, cleaningStrength=2.0)
-        for text in ("Noise std must be positive", "Batch size", "Stride", "Cleaning strength"):
+                           batchSize=0, stride=100, performCleaning=True, cleaningStrength=2.0, resolutionLimit=-2.0)
+        for text in ("Noise std must be positive", "Batch size", "Stride", "Cleaning strength", "Resolution must"):
             self.assertIn(text, err)
 
     def test_gpu_asked_none_available(self):

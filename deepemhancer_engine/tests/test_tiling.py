@@ -56,6 +56,43 @@ def test_axis_starts_properties(length, stride):
     assert all(0 < b - a <= stride for a, b in zip(s, s[1:]))
 
 
+@pytest.mark.parametrize(
+    "length, stride, expected",
+    [
+        (256, 40, [0, 32, 72, 112, 152, 192]),  # 24 units of 8, step 5: n = 6, 8 * floor(i * 24 / 5)
+        (256, 16, list(range(0, 193, 16))),
+        (256, 48, [0, 48, 96, 144, 192]),
+        (200, 40, [0, 32, 64, 96, 136]),  # 17 units, step 5: n = 5
+        (72, 40, [0, 8]),
+        (64, 40, [0]),
+    ],
+)
+def test_axis_starts_aligned_literal(length, stride, expected):
+    assert axis_starts(length, 64, stride, align=8) == expected
+
+
+@pytest.mark.parametrize("units", range(0, 40, 3))
+@pytest.mark.parametrize("stride", [8, 13, 16, 40, 64])
+def test_axis_starts_aligned_properties(units, stride):
+    length = 64 + 8 * units
+    s = axis_starts(length, 64, stride, align=8)
+    assert s[0] == 0 and s[-1] == length - 64
+    assert all(v % 8 == 0 for v in s)
+    assert all(0 < b - a <= stride for a, b in zip(s, s[1:]))
+
+
+def test_axis_starts_aligned_needs_padding():
+    with pytest.raises(ValueError, match="not a multiple of 8"):
+        axis_starts(100, 64, 40, align=8)
+    with pytest.raises(ValueError, match="larger than the stride"):
+        axis_starts(128, 64, 4, align=8)
+    a = np.ones((70, 64, 33), np.float32)
+    padded, unpad = pad_to_tile(a, 64, align=8)
+    assert padded.shape == (72, 64, 64) and unpad[0] == slice(1, 71)  # 70 -> 72: 1 before, 1 after
+    np.testing.assert_array_equal(padded[unpad], a)
+    assert TileGrid.from_shape(padded.shape, 64, 40, 8).starts == ((0, 8), (0,), (0,))
+
+
 def test_axis_starts_rejects_short_axis():
     with pytest.raises(ValueError, match="pad it first"):
         axis_starts(20, 32, 16)
@@ -95,9 +132,9 @@ def test_weight_map_gaussian():
     assert w.shape == (16, 16, 16) and w.dtype == np.float32
     assert w.max() == pytest.approx(1.0) and w.min() >= 1e-3
     np.testing.assert_allclose(w, w[::-1, ::-1, ::-1])  # symmetric about the centre
-    # separable 1-D profile through the centre pair, sigma = 2, centre 7.5: exp(-0.5 (d/2)^2) / exp(-1/32)
+    # separable 1-D profile through the centre pair, sigma = 16 / 4 = 4, centre 7.5: exp(-0.5 (d/4)^2)
     d = np.arange(16) - 7.5
-    g = np.exp(-0.5 * (d / 2.0) ** 2)
+    g = np.exp(-0.5 * (d / 4.0) ** 2)
     g /= g.max()
     np.testing.assert_allclose(w[7, 7, :], np.maximum(g, 1e-3), rtol=1e-6)
 
@@ -164,10 +201,10 @@ def test_literal_1d_constant():
 
 
 def test_literal_1d_gaussian():
-    # tile 5: sigma 5/8, centre 2, so a voxel at distance d from a cube centre weighs exp(-1.28 d^2):
-    # a = w(1) = exp(-1.28), b = w(2) = exp(-5.12) (both above the 1e-3 floor). On the central z/y row
+    # tile 5: sigma 5/4, centre 2, so a voxel at distance d from a cube centre weighs exp(-0.32 d^2):
+    # a = w(1) = exp(-0.32), b = w(2) = exp(-1.28) (both above the 1e-3 floor). On the central z/y row
     # the z and y factors are 1, so only x weights count.
-    a, b = math.exp(-1.28), math.exp(-5.12)
+    a, b = math.exp(-0.32), math.exp(-1.28)
     expected = np.array(
         [
             0, 0,  # only cube 0
@@ -181,7 +218,7 @@ def test_literal_1d_gaussian():
     )
     out = run_index((5, 5, 10), 5, 3, BlendMode.GAUSSIAN)
     np.testing.assert_allclose(out[2, 2], expected, atol=1e-6)
-    assert expected[2] == pytest.approx(0.0059404, abs=1e-6) and expected[5] == pytest.approx(1.021042, abs=1e-5)
+    assert expected[2] == pytest.approx(0.2175502, abs=1e-6) and expected[5] == pytest.approx(1.276878, abs=1e-5)
 
 
 def test_literal_3d_constant():
