@@ -82,3 +82,12 @@ def test_band_limited_null_noise():
     white, band = p.null_response(TILE), p.null_response(TILE, (1.0, 0.5, 0.5))
     assert white is p.null_response(TILE, (1.0, 1.0, 1.2))  # at or beyond Nyquist everywhere = white
     assert band is not white and not np.array_equal(band, white)
+
+
+@pytest.mark.gpu
+def test_cuda_null_correction_matches_cpu():
+    vol = np.random.default_rng(2).normal(0, 0.3, (40, 36, 50)).astype(np.float32)
+    tiling = TilingConfig(tile=TILE, stride=8)
+    cpu = Predictor(PatternNet(gain=1.5), CPU, 4, amp="off", null_std=0.1).predict(vol, tiling)
+    gpu = Predictor(PatternNet(gain=1.5), torch.device("cuda:0"), 3, amp="off", null_std=0.1).predict(vol, tiling)
+    np.testing.assert_allclose(gpu, cpu, atol=1e-5)
