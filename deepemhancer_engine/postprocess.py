@@ -28,6 +28,12 @@ log = logging.getLogger(__name__)
 #: Width of the resolution limit's raised-cosine edge, as a fraction of 1/resolution: the network's
 #: output is kept fully up to (1 - edge) / d and not at all from 1 / d on.
 LIMIT_EDGE = 0.1
+#: Beyond 1 / d the data come back at the output's amplitude, fading (raised cosine over this fraction
+#: of 1 / d) to :data:`DATA_FLOOR` of it: the data there are mostly noise, so they are kept (the FSC of
+#: two outputs then equals that of the inputs) but damped, as a low-pass would (RELION) without
+#: leaving nothing to compare.
+DATA_FADE = 0.2
+DATA_FLOOR = 0.3
 
 #: Threshold = background + this fraction of (high percentile - background).
 THRESHOLD_FRACTION = 0.1
@@ -102,11 +108,13 @@ def limit_resolution(
 ) -> tuple[npt.NDArray[np.float32], float]:
     """Keep the network's output up to ``resolution`` A and the input's own data beyond it.
 
-    ``out = F^-1[H F(enhanced) + (1 - H) c F(original)]`` with ``H`` = 1 below ``(1 - edge) / d``, a
-    raised cosine down to 0 at ``1 / d``, and ``c`` the ratio of the rms Fourier amplitudes of the
-    enhanced and original maps inside that edge (the input comes back at the output's level, without a
-    step in the spectrum). Beyond ``d`` the output is a fixed multiple of the input, so the FSC between
-    two outputs there equals the FSC between the two inputs: nothing is added that the data do not hold.
+    ``out = F^-1[H F(enhanced) + (1 - H) c D F(original)]`` with ``H`` = 1 below ``(1 - edge) / d``, a
+    raised cosine down to 0 at ``1 / d``; ``c`` the ratio of the rms Fourier amplitudes of the enhanced
+    and original maps inside that edge (the input comes back at the output's level, without a step in
+    the spectrum); ``D`` = 1 up to ``1 / d``, a raised cosine down to :data:`DATA_FLOOR` at
+    ``(1 + DATA_FADE) / d`` and that floor beyond (the data beyond ``d`` are mostly noise: damped, not
+    dropped). Beyond ``d`` the output is a fixed linear filter of the input, so the FSC between two
+    outputs there equals the FSC between the two inputs: nothing is added that the data do not hold.
 
     Returns the map (float32) and ``c``; ``enhanced`` is returned unchanged (``c`` NaN) when no
     frequency of the box lies beyond ``(1 - edge) / d``.
@@ -136,11 +144,16 @@ def limit_resolution(
     else:
         c = 0.0
     f_enh *= keep
-    keep = (1.0 - keep) * np.float32(c)
+    t = np.clip((s - f_cut) / (DATA_FADE * f_cut), 0.0, 1.0)
+    damp = DATA_FLOOR + (1.0 - DATA_FLOOR) * 0.5 * (1.0 + np.cos(np.pi * t))
+    del t
+    keep = (1.0 - keep) * (np.float32(c) * damp).astype(np.float32)
+    del damp
     f_in *= keep
     f_enh += f_in
     del f_in, keep
     out = scipy.fft.irfftn(f_enh, s=enhanced.shape, workers=-1)
-    log.info("Resolution limit %.3g A: network output kept up to %.3g A, input data beyond (scaled by %.3g)",
-             resolution, resolution / (1 - edge), c)
+    log.info("Resolution limit %.3g A: network output kept up to %.3g A, input data beyond (scaled by %.3g, "
+             "damped to %g x from %.3g A)", resolution, resolution / (1 - edge), c, DATA_FLOOR,
+             resolution / (1 + DATA_FADE))
     return np.ascontiguousarray(out, dtype=np.float32), c

@@ -10,7 +10,7 @@ import scipy.fft
 from deepemhancer_engine import metrics as M
 from deepemhancer_engine.cli import build_parser, config_from_args, main
 from deepemhancer_engine.errors import InputError
-from deepemhancer_engine.postprocess import LIMIT_EDGE, _frequencies, limit_resolution
+from deepemhancer_engine.postprocess import DATA_FADE, DATA_FLOOR, LIMIT_EDGE, _frequencies, limit_resolution
 from deepemhancer_engine.tests.test_cli import blob_map, write_mrc
 
 VS = (1.2, 1.2, 1.2)
@@ -29,8 +29,11 @@ def test_spectrum_is_network_below_and_scaled_input_beyond():
     s = _frequencies(SHAPE, VS)
     fo, fe, fi = (scipy.fft.rfftn(a.astype(np.float64)) for a in (out, enh, inp))
     low, high = s <= (1 - LIMIT_EDGE) / d - 1e-6, s >= 1 / d + 1e-6
+    far = s >= (1 + DATA_FADE) / d + 1e-6
     np.testing.assert_allclose(fo[low], fe[low], atol=1e-3 * np.abs(fe).max())
-    np.testing.assert_allclose(fo[high], c * fi[high], atol=1e-3 * np.abs(fe).max())
+    np.testing.assert_allclose(fo[far], DATA_FLOOR * c * fi[far], atol=1e-3 * np.abs(fe).max())
+    ratio = np.abs(fo[high]) / np.maximum(np.abs(fi[high]), 1e-9)  # c x a damping between floor and 1
+    assert ratio.min() >= DATA_FLOOR * c * 0.999 and ratio.max() <= c * 1.001
     band = (s > (1 - LIMIT_EDGE) / d) & (s <= 1 / d)
     assert c == pytest.approx(np.sqrt(np.sum(np.abs(fe[band]) ** 2) / np.sum(np.abs(fi[band]) ** 2)), rel=1e-4)
 
