@@ -154,6 +154,6 @@ def limit_resolution(
     del f_in, keep
     out = scipy.fft.irfftn(f_enh, s=enhanced.shape, workers=-1)
     log.info("Resolution limit %.3g A: network output kept up to %.3g A, input data beyond (scaled by %.3g, "
-             "damped to %g x from %.3g A)", resolution, resolution / (1 - edge), c, DATA_FLOOR,
+             "damped to %g x by %.3g A)", resolution, resolution / (1 - edge), c, DATA_FLOOR,
              resolution / (1 + DATA_FADE))
     return np.ascontiguousarray(out, dtype=np.float32), c
