@@ -30,6 +30,8 @@ from scipy import ndimage
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from quality import SIM_MAX_PAD  # noqa: E402  (benchmarks/ is the script's folder)
+
 from deepemhancer_engine.config import EnhanceConfig  # noqa: E402
 from deepemhancer_engine.evaluate import make_enhancer  # noqa: E402
 
@@ -37,6 +39,8 @@ log = logging.getLogger("ligands")
 SHARED = ROOT.parent / "shared"
 SEED = 10_000_500
 GOAL = 0.5
+#: Room (A) for the pseudo-ligand chains that stick out of the model, on top of the simulator's margin.
+LIGAND_ROOM = 20.0
 
 
 def regions(pair) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -83,7 +87,7 @@ def main(argv=None) -> int:
         if len(rows) >= args.limit:
             break
         atoms = load_atoms(str(structures / name))
-        if float((atoms.pos.max(0) - atoms.pos.min(0)).max()) + 2 * 23.0 + 20.0 > args.max_box:
+        if float((atoms.pos.max(0) - atoms.pos.min(0)).max()) + 2 * SIM_MAX_PAD + LIGAND_ROOM > args.max_box:
             continue
         seed = SEED + k
         res, voxel = sample_resolution_and_voxel(np.random.default_rng(seed))

@@ -58,20 +58,27 @@ def _xyz(voxel_size: float | Sequence[float]) -> tuple[float, float, float]:
     return vs  # type: ignore[return-value]
 
 
+def frequency_grid(shape: Sequence[int], voxel_size: Sequence[float], dtype=np.float64) -> np.ndarray:
+    """|s| (1/A) on the ``rfftn`` grid of a ``[z, y, x]`` map with voxel size ``(x, y, z)``."""
+    nz, ny, nx = shape
+    vx, vy, vz = voxel_size
+    fz = np.fft.fftfreq(nz, d=vz).astype(dtype)[:, None, None]
+    fy = np.fft.fftfreq(ny, d=vy).astype(dtype)[None, :, None]
+    fx = np.fft.rfftfreq(nx, d=vx).astype(dtype)[None, None, :]
+    return np.sqrt(fz**2 + fy**2 + fx**2)
+
+
 @functools.lru_cache(maxsize=4)
 def _shells(shape: tuple[int, int, int], voxel_size: tuple[float, float, float]):
     """Shell index (-1 beyond Nyquist), Hermitian weights, |s| of the rfft grid and shell centres."""
     nz, ny, nx = shape
     vx, vy, vz = voxel_size
-    fz = np.fft.fftfreq(nz, d=vz)[:, None, None]
-    fy = np.fft.fftfreq(ny, d=vy)[None, :, None]
-    fx = np.fft.rfftfreq(nx, d=vx)[None, None, :]
-    s = np.sqrt(fz**2 + fy**2 + fx**2)
+    s = frequency_grid(shape, voxel_size)
     width = 1.0 / max(nx * vx, ny * vy, nz * vz)
     n_shells = int(math.floor(0.5 / max(voxel_size) / width + 1e-6)) + 1
     index = np.rint(s / width).astype(np.int64)
     index[index >= n_shells] = -1
-    weight = np.full(fx.shape, 2.0)
+    weight = np.full((1, 1, nx // 2 + 1), 2.0)  # the rfft x axis, broadcast below
     weight[..., 0] = 1.0
     if nx % 2 == 0:
         weight[..., -1] = 1.0

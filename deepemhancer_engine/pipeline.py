@@ -128,7 +128,7 @@ def enhance(
     if config.limit_resolution and limit is not None:
         with clock("limit"):
             out, _ = limit_resolution(out, volume, vs, float(limit))
-    elif limit is None:
+    elif config.limit_resolution:
         log.info("No resolution limit (a single map and no --resolution): the output keeps all the network adds")
     if config.cleaning_strength is not None and config.cleaning_strength > 0:
         with clock("clean"):
@@ -271,9 +271,9 @@ def enhance_file(
         _fmt_shape(grid.shape), _fmt_vs(grid.voxel_size), tuple(round(o, 3) for o in grid.origin),
     )
     model = model() if callable(model) else (model or load(config))
-    resolution = config.resolution if config.resolution is not None else d_half
+    # d_half is None unless the limit is automatic; enhance() then falls back to config.resolution
     result = enhance(volume, grid.voxel_size, config=config, mask=mask, model=model, progress=progress,
-                     resolution=resolution)
+                     resolution=d_half)
     write_map(out, result, grid, overwrite=force)
     log.info("Wrote %s", out)
     return out

@@ -22,6 +22,7 @@ import scipy.fft
 from scipy import ndimage
 
 from .errors import InputError
+from .metrics import frequency_grid
 
 log = logging.getLogger(__name__)
 
@@ -88,16 +89,6 @@ def clean_small_blobs(array: npt.ArrayLike, strength: float | None) -> npt.NDArr
     return data
 
 
-def _frequencies(shape: Sequence[int], voxel_size: Sequence[float]) -> np.ndarray:
-    """|s| (1/A) on the ``rfftn`` grid of a ``[z, y, x]`` map with voxel size ``(x, y, z)``."""
-    nz, ny, nx = shape
-    vx, vy, vz = voxel_size
-    fz = np.fft.fftfreq(nz, d=vz).astype(np.float32)[:, None, None]
-    fy = np.fft.fftfreq(ny, d=vy).astype(np.float32)[None, :, None]
-    fx = np.fft.rfftfreq(nx, d=vx).astype(np.float32)[None, None, :]
-    return np.sqrt(fz**2 + fy**2 + fx**2)
-
-
 def limit_resolution(
     enhanced: npt.ArrayLike,
     original: npt.ArrayLike,
@@ -127,7 +118,7 @@ def limit_resolution(
     original = np.asarray(original, dtype=np.float32)
     if enhanced.shape != original.shape:
         raise InputError(f"enhanced map {enhanced.shape} and input {original.shape} differ in shape")
-    s = _frequencies(enhanced.shape, voxel_size)
+    s = frequency_grid(enhanced.shape, voxel_size, np.float32)
     f_cut = 1.0 / resolution
     if f_cut * (1 - edge) >= float(s.max()):
         return enhanced, float("nan")

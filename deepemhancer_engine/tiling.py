@@ -160,12 +160,12 @@ def pad_to_tile(
     unpad = tuple(slice(before, before + n) for (before, _), n in zip(widths, array.shape))
     if not any(before or after for before, after in widths):
         return array, unpad  # type: ignore[return-value]
-    padded = np.pad(array, widths, mode="constant", constant_values=0)
-    if noise_std is not None:
-        rng = np.random.default_rng(zlib.crc32(np.ascontiguousarray(array).view(np.uint8)))
-        noise = rng.normal(0.0, noise_std, padded.shape).astype(np.float32)
-        noise[unpad] = array
-        padded = noise
+    if noise_std is None:
+        return np.pad(array, widths, mode="constant", constant_values=0), unpad  # type: ignore[return-value]
+    rng = np.random.default_rng(zlib.crc32(np.ascontiguousarray(array).view(np.uint8)))
+    shape = tuple(n + before + after for n, (before, after) in zip(array.shape, widths))
+    padded = rng.normal(0.0, noise_std, shape).astype(np.float32)
+    padded[unpad] = array
     return padded, unpad  # type: ignore[return-value]
 
 

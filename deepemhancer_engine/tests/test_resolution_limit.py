@@ -10,7 +10,8 @@ import scipy.fft
 from deepemhancer_engine import metrics as M
 from deepemhancer_engine.cli import build_parser, config_from_args, main
 from deepemhancer_engine.errors import InputError
-from deepemhancer_engine.postprocess import DATA_FADE, DATA_FLOOR, LIMIT_EDGE, _frequencies, limit_resolution
+from deepemhancer_engine.metrics import frequency_grid
+from deepemhancer_engine.postprocess import DATA_FADE, DATA_FLOOR, LIMIT_EDGE, limit_resolution
 from deepemhancer_engine.tests.test_cli import blob_map, write_mrc
 
 VS = (1.2, 1.2, 1.2)
@@ -26,7 +27,7 @@ def test_spectrum_is_network_below_and_scaled_input_beyond():
     enh, inp = _maps()
     d = 4.0
     out, c = limit_resolution(enh, inp, VS, d)
-    s = _frequencies(SHAPE, VS)
+    s = frequency_grid(SHAPE, VS)
     fo, fe, fi = (scipy.fft.rfftn(a.astype(np.float64)) for a in (out, enh, inp))
     low, high = s <= (1 - LIMIT_EDGE) / d - 1e-6, s >= 1 / d + 1e-6
     far = s >= (1 + DATA_FADE) / d + 1e-6
@@ -89,7 +90,7 @@ def test_half_maps_get_their_fsc_limit(tmp_path, tiny_weights, capfd):
         lim, raw = a.data.copy(), b.data.copy()
     assert lim.shape == raw.shape and not np.allclose(lim, raw)
     d = M.fsc(mrcfile.read(h1), mrcfile.read(h2), 1.3).resolution(0.143)
-    s = _frequencies(lim.shape, (1.3,) * 3)
+    s = frequency_grid(lim.shape, (1.3,) * 3)
     low = s <= (1 - LIMIT_EDGE) / d - 1e-6
     fl, fr = scipy.fft.rfftn(lim.astype(np.float64)), scipy.fft.rfftn(raw.astype(np.float64))
     np.testing.assert_allclose(fl[low], fr[low], atol=1e-3 * np.abs(fr).max())  # the network's, below d
