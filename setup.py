@@ -45,7 +45,7 @@ setup(
     },
     package_data={
         "deepemhancer": ["protocols.conf", "*.png", "templates/*.json.template"],
-        "deepemhancer_engine": ["weights/*.pt", "weights/*.json", "data/*", "py.typed"],
+        "deepemhancer_engine": ["weights/*.pt", "weights/*.json", "weights/*.npz", "data/*", "py.typed"],
     },
     include_package_data=True,
     install_requires=[],  # the Scipion side brings its own (scipion-em); the engine needs the extra

@@ -214,7 +214,9 @@ class Predictor:
         if null_std is not None and not null_std > 0:
             raise InputError(f"null-response noise level must be positive, got {null_std!r}")
         self.null_std = null_std
-        self._null: dict[int, npt.NDArray[np.float32]] = {}
+        self._null: dict[tuple, npt.NDArray[np.float32]] = {}
+        #: Precomputed white-noise null responses, ``(tile, precision) -> array`` (see :meth:`null_response`).
+        self.known_null: dict[tuple[int, str], npt.NDArray[np.float32]] = {}
         self.device = torch.device(device)
         self.amp_dtype = _amp_dtype(amp, self.device)
         if channels_last is None:
@@ -239,33 +241,56 @@ class Predictor:
             y = self.model(x)
         return y.float().squeeze(1).contiguous().cpu().numpy()
 
+    @property
+    def precision(self) -> str:
+        """The dtype the network computes in: ``float32``, ``bfloat16`` or ``float16``."""
+        return str(self.amp_dtype or torch.float32).replace("torch.", "")
+
+    def measure_null(self, tile: int, band: Optional[tuple[float, float, float]] = None,
+                     cubes: int = NULL_CUBES) -> npt.NDArray[np.float32]:
+        """Mean ``(tile, tile, tile)`` output over ``cubes`` noise cubes of std ``null_std`` (seed NULL_SEED).
+
+        The first :data:`NULL_CUBES` cubes are the same for any ``cubes``. Not cached; see
+        :meth:`null_response`.
+        """
+        if self.null_std is None:
+            raise InputError("the null response needs a noise level (null_std)")
+        rng = np.random.default_rng(NULL_SEED)
+        step = max(1, min(self.resolve_batch_size(tile), 8))
+        total = np.zeros((tile, tile, tile), np.float64)
+        with torch.inference_mode():
+            for done in range(0, cubes, step):
+                noise = _band_noise(rng, min(step, cubes - done), tile, band, self.null_std)
+                total += self._forward(noise).sum(axis=0, dtype=np.float64)
+        return (total / cubes).astype(np.float32)
+
     def null_response(self, tile: int, band: Optional[tuple[float, float, float]] = None
                       ) -> Optional[npt.NDArray[np.float32]]:
         """The ``(tile, tile, tile)`` mean output for pure-noise cubes (None without ``null_std``).
 
         ``band``: per axis ``(z, y, x)``, the share of the Nyquist frequency the noise reaches (a map
         resampled from coarser voxels holds nothing beyond ``voxel / input voxel``); None = white.
-        Measured once per cube size and band with a fixed seed, in the precision and layout used for
-        the maps.
+        White-noise responses in :attr:`known_null` (keyed by ``(tile, precision)``; the pipeline fills
+        it from the file shipped beside the weights, :mod:`nullresponse`) are used as they are; others
+        are measured once per cube size and band on :data:`NULL_CUBES` cubes with a fixed seed, in the
+        precision and layout used for the maps.
         """
         if self.null_std is None:
             return None
         band = None if band is None or min(band) >= 1 else tuple(round(float(b), 3) for b in band)
         key = (tile, band)
         if key not in self._null:
-            t0 = time.perf_counter()
-            rng = np.random.default_rng(NULL_SEED)
-            step = max(1, min(self.resolve_batch_size(tile), 8))
-            total = np.zeros((tile, tile, tile), np.float64)
-            with torch.inference_mode():
-                for done in range(0, NULL_CUBES, step):
-                    noise = _band_noise(rng, min(step, NULL_CUBES - done), tile, band, self.null_std)
-                    total += self._forward(noise).sum(axis=0, dtype=np.float64)
-            null = (total / NULL_CUBES).astype(np.float32)
-            self._null[key] = null
-            log.info("Null response of the network measured on %d noise cubes of %d^3%s in %.1f s (rms %.3g)",
-                     NULL_CUBES, tile, f" (band {band})" if band else "", time.perf_counter() - t0,
-                     float(np.sqrt(np.mean(null.astype(np.float64) ** 2))))
+            known = self.known_null.get((tile, self.precision)) if band is None else None
+            if known is not None and known.shape == (tile,) * 3:
+                self._null[key] = np.asarray(known, np.float32)
+                log.info("Null response of the network: precomputed for %d^3 cubes in %s (shipped with the "
+                         "weights)", tile, self.precision)
+            else:
+                t0 = time.perf_counter()
+                self._null[key] = null = self.measure_null(tile, band)
+                log.info("Null response of the network measured on %d noise cubes of %d^3%s in %.1f s (rms %.3g)",
+                         NULL_CUBES, tile, f" (band {band})" if band else "", time.perf_counter() - t0,
+                         float(np.sqrt(np.mean(null.astype(np.float64) ** 2))))
         return self._null[key]
 
     def resolve_batch_size(self, tile: int) -> int:

@@ -30,6 +30,9 @@ MARGIN = 4
 ROUNDS = 4
 #: Fewer solvent voxels than this (or than 2 % of the box) triggers the fallback.
 MIN_NOISE_VOXELS = 1000
+#: Maps with every edge at least this long look for their solvent on a 2x2x2-binned copy (8x fewer
+#: voxels: 256^3 in ~0.5 s instead of ~3 s); the noise statistics still come from the full map.
+BIN_MIN_EDGE = 64
 #: Robust statistics use at most this many (evenly strided) samples.
 MAX_SAMPLES = 4_000_000
 _MAD_TO_STD = 1.4826
@@ -87,17 +90,18 @@ def _solvent_peak(smooth: npt.NDArray[np.float32]) -> tuple[float, float]:
     return level, _MAD_TO_STD * float(np.median(below)) + (hi - lo) / 16
 
 
-def _solvent_mask(smooth: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
-    """Voxels farther than MARGIN from any feature beyond THRESHOLD_K robust stds."""
+def _solvent_mask(smooth: npt.NDArray[np.float32], margin: int = MARGIN, min_count: int = MIN_NOISE_VOXELS
+                  ) -> npt.NDArray[np.bool_]:
+    """Voxels farther than ``margin`` from any feature beyond THRESHOLD_K robust stds."""
     solvent = np.ones(smooth.shape, dtype=bool)
-    min_count = max(MIN_NOISE_VOXELS, int(0.02 * smooth.size))
+    min_count = max(min_count, int(0.02 * smooth.size))
     for round_ in range(ROUNDS):
         if round_ == 0:
             level, spread = _solvent_peak(smooth)
         else:
             level, spread = _robust_stats(_sample(smooth, solvent), "the smoothed map")
         signal = np.abs(smooth - np.float32(level)) > np.float32(THRESHOLD_K * spread)
-        signal = ndimage.maximum_filter(signal, size=2 * MARGIN + 1, mode="wrap")
+        signal = ndimage.maximum_filter(signal, size=2 * margin + 1, mode="wrap")
         new = ~signal
         if np.count_nonzero(new) < min_count:
             return new if round_ == 0 else solvent  # first round: let the caller fall back
@@ -105,6 +109,25 @@ def _solvent_mask(smooth: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
             return solvent
         solvent = new
     return solvent
+
+
+def _binned(data: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Means of 2x2x2 blocks (a trailing odd plane is left out)."""
+    z, y, x = (s // 2 * 2 for s in data.shape)
+    out = np.zeros((z // 2, y // 2, x // 2), np.float32)
+    for i in (0, 1):
+        for j in (0, 1):
+            for k in (0, 1):
+                out += data[i:z:2, j:y:2, k:x:2]
+    out *= np.float32(0.125)
+    return out
+
+
+def _unbinned(mask: npt.NDArray[np.bool_], shape: tuple[int, ...]) -> npt.NDArray[np.bool_]:
+    """A mask of 2x2x2 blocks back on the full grid (an odd trailing plane copies its neighbour)."""
+    full = mask.repeat(2, axis=0).repeat(2, axis=1).repeat(2, axis=2)
+    pad = [(0, s - f) for s, f in zip(shape, full.shape)]
+    return np.pad(full, pad, mode="edge") if any(p for _, p in pad) else full
 
 
 def estimate_noise(array: npt.ArrayLike) -> tuple[float, float]:
@@ -120,8 +143,13 @@ def estimate_noise(array: npt.ArrayLike) -> tuple[float, float]:
         The solvent is constant (masked map), so no noise level can be estimated.
     """
     data = np.asarray(array, dtype=np.float32)
-    smooth = ndimage.gaussian_filter(data, SMOOTH_SIGMA, mode="wrap", output=np.float32)
-    solvent = _solvent_mask(smooth)
+    if data.ndim == 3 and min(data.shape) >= BIN_MIN_EDGE:
+        # Find the solvent on 2x binned voxels (smoothing, threshold and margin in half the voxels).
+        smooth = ndimage.gaussian_filter(_binned(data), SMOOTH_SIGMA / 2, mode="wrap", output=np.float32)
+        solvent = _unbinned(_solvent_mask(smooth, MARGIN // 2, -(-MIN_NOISE_VOXELS // 8)), data.shape)
+    else:
+        smooth = ndimage.gaussian_filter(data, SMOOTH_SIGMA, mode="wrap", output=np.float32)
+        solvent = _solvent_mask(smooth)
     del smooth
     n = int(np.count_nonzero(solvent))
     if n < max(MIN_NOISE_VOXELS, int(0.02 * data.size)):

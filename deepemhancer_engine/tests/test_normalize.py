@@ -119,3 +119,22 @@ def test_fallback_without_solvent_warns(caplog):
         mean, std = estimate_noise(vol.astype(np.float32))
     assert "solvent voxels found" in caplog.text
     assert np.isfinite(mean) and std > 0
+
+
+def test_binned_solvent_search_matches_full_resolution(monkeypatch):
+    """Odd, non-cubic boxes: the 2x-binned solvent search gives the full-resolution estimate."""
+    from deepemhancer_engine import normalize as norm_mod
+
+    rng = np.random.default_rng(3)
+    shape = (65, 80, 71)
+    z, y, x = np.meshgrid(*[np.arange(n) - n / 2 for n in shape], indexing="ij")
+    signal = 1.5 * np.exp(-((x - 5) ** 2 + y**2 + (z + 3) ** 2) / (2 * 9.0**2))
+    vol = (signal + 0.7 + rng.standard_normal(shape) * 0.25).astype(np.float32)
+    assert min(shape) >= norm_mod.BIN_MIN_EDGE
+    binned = estimate_noise(vol)
+    monkeypatch.setattr(norm_mod, "BIN_MIN_EDGE", 10**6)
+    full = estimate_noise(vol)
+    assert abs(binned[1] / full[1] - 1) < 0.02 and abs(binned[0] - full[0]) < 0.02 * 0.25
+    assert abs(binned[1] / 0.25 - 1) < 0.05
+    mask = norm_mod._unbinned(np.ones((32, 40, 35), bool), shape)
+    assert mask.shape == shape and mask.all()

@@ -91,3 +91,57 @@ def test_cuda_null_correction_matches_cpu():
     cpu = Predictor(PatternNet(gain=1.5), CPU, 4, amp="off", null_std=0.1).predict(vol, tiling)
     gpu = Predictor(PatternNet(gain=1.5), torch.device("cuda:0"), 3, amp="off", null_std=0.1).predict(vol, tiling)
     np.testing.assert_allclose(gpu, cpu, atol=1e-5)
+
+
+# ------------------------------------------------------------------ null responses shipped with weights
+def test_shipped_file_round_trip_and_used(tiny_weights, caplog):
+    from deepemhancer_engine import pipeline
+    from deepemhancer_engine.config import EnhanceConfig, InferenceConfig
+    from deepemhancer_engine.nullresponse import load_null_responses, measure, null_path
+    from deepemhancer_engine.weights import load_model
+
+    path = measure(tiny_weights, cubes=6, precisions=("float32",))
+    assert path == null_path(tiny_weights) == tiny_weights.with_suffix(".null.npz")
+    cfg = EnhanceConfig(weights=tiny_weights, inference=InferenceConfig(device="cpu"))
+    lm = pipeline.load(cfg)
+    table = lm.predictor.known_null
+    assert set(table) == {(32, "float32")} and table[(32, "float32")].shape == (32, 32, 32)
+    # the file holds what a predictor measures with that many cubes (stored as float16)
+    ref = Predictor(load_model("tightTarget", tiny_weights)[0], CPU, amp="off", null_std=0.1)
+    np.testing.assert_allclose(table[(32, "float32")], ref.measure_null(32, cubes=6), rtol=1e-3, atol=1e-6)
+    # used as it is in the matching precision, measured (32 cubes) in another or for band-limited noise
+    off = Predictor(lm.predictor.model, CPU, amp="off", null_std=0.1)
+    off.known_null = table
+    np.testing.assert_array_equal(off.null_response(32), table[(32, "float32")])
+    assert not np.array_equal(off.null_response(32, (0.5, 0.5, 0.5)), table[(32, "float32")])
+    bf = Predictor(lm.predictor.model, CPU, amp="bf16", null_std=0.1)
+    bf.known_null = table
+    assert bf.precision == "bfloat16" and not np.array_equal(bf.null_response(32), table[(32, "float32")])
+    # stale file (other weights or noise level): ignored with a warning
+    caplog.clear()
+    assert load_null_responses(tiny_weights, "0" * 64, 0.1) == {}
+    assert load_null_responses(tiny_weights, lm.card.sha256, 0.2) == {}
+    assert "other weights" in caplog.text and "noise level 0.1, not 0.2" in caplog.text
+    null_path(tiny_weights).write_bytes(b"not a zip")
+    assert load_null_responses(tiny_weights, lm.card.sha256, 0.1) == {} and "cannot read" in caplog.text
+
+
+def test_shipped_null_responses_match_the_weights():
+    """Every shipped model has its null responses; the default precision's matches a run-time measurement."""
+    from deepemhancer_engine.config import ModelName
+    from deepemhancer_engine.nullresponse import load_null_responses
+    from deepemhancer_engine.weights import load_model, resolve_weights
+
+    for name in ModelName:
+        pt, card = resolve_weights(name)
+        table = load_null_responses(pt, card.sha256, 0.1)
+        assert (card.tile, "float32") in table, f"{pt}: no shipped null response"
+        if inference.cpu_has_fast_bf16():
+            assert (card.tile, "bfloat16") in table
+    model, card = load_model(ModelName.TIGHT)
+    pred = Predictor(model, CPU, null_std=0.1)
+    shipped = load_null_responses(*resolve_weights(ModelName.TIGHT)[:1], card.sha256, 0.1)[(card.tile, pred.precision)]
+    measured = pred.measure_null(card.tile)
+    rms = lambda a: float(np.sqrt(np.mean(a.astype(np.float64) ** 2)))  # noqa: E731
+    # 32 noise cubes leave ~10 % sampling noise; another precision would differ by ~16 %, garbage by ~100 %
+    assert rms(measured - shipped) < 0.13 * rms(shipped), (rms(measured - shipped), rms(shipped))

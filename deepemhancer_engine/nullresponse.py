@@ -1,0 +1,134 @@
+"""Null responses measured once and shipped beside the weights (``NAME.null.npz``).
+
+The null response (:meth:`inference.Predictor.null_response`, docs/design.md "Null-response
+correction") is the network's mean output over cubes of pure noise at the normalised noise level.
+Measured at run time it costs 32 extra cubes per run (~5 s on two CPU cores). For white noise (inputs
+at 1 A/voxel or finer) it depends only on the weights, the cube size, the noise level and the precision
+the network computes in, so it is measured once, on more cubes, and shipped. The file records the
+SHA-256 of the weights it was made for; a file made for other weights or another noise level is
+ignored with a warning and the response is measured at run time, as it is for precisions the file
+does not hold (fp16 on a GPU) and for band-limited noise (inputs with voxels coarser than 1 A).
+
+Make or refresh the file of a weights file (both CPU precisions where the CPU has native bf16)::
+
+    python -m deepemhancer_engine.nullresponse deepemhancer_engine/weights/tightTarget.pt --cubes 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import numpy.typing as npt
+
+log = logging.getLogger(__name__)
+
+#: Noise cubes averaged for a shipped null response (the run-time measurement uses inference.NULL_CUBES).
+SHIPPED_CUBES = 128
+_META = "meta"
+
+
+def null_path(pt_path: str | os.PathLike[str]) -> Path:
+    """``NAME.null.npz`` beside ``NAME.pt``."""
+    return Path(pt_path).with_suffix(".null.npz")
+
+
+def _key(tile: int, precision: str) -> str:
+    return f"{precision}_{int(tile)}"
+
+
+def save_null_responses(pt_path: str | os.PathLike[str], sha256: str, responses: Mapping[tuple[int, str], np.ndarray],
+                        *, null_std: float, seed: int, cubes: int) -> Path:
+    """Write ``{(tile, precision): (tile,)*3 array}`` for the weights with this SHA-256 (atomic)."""
+    from .weights import _atomic_write
+
+    path = null_path(pt_path)
+    meta = {"weights_sha256": sha256.lower(), "null_std": float(null_std), "seed": int(seed), "cubes": int(cubes),
+            "made": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    # float16 keeps ~3 significant digits of values ~0.004: errors ~1e-6, far below the 32-cube sampling noise
+    arrays = {_key(t, p): np.asarray(a, np.float16) for (t, p), a in responses.items()}
+
+    def write(tmp: str) -> None:
+        os.chmod(tmp, 0o644)
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays, **{_META: np.array(json.dumps(meta))})
+
+    _atomic_write(path, write)
+    return path
+
+
+def load_null_responses(pt_path: str | os.PathLike[str], sha256: str, null_std: float
+                        ) -> dict[tuple[int, str], npt.NDArray[np.float32]]:
+    """The responses shipped for these weights and noise level; ``{}`` (with a warning) if none fit."""
+    path = null_path(pt_path)
+    if not path.is_file():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data[_META]))
+            if str(meta.get("weights_sha256", "")).lower() != sha256.lower():
+                log.warning("%s was made for other weights (SHA-256 %.12s..., these are %.12s...); measuring "
+                            "the null response at run time", path, meta.get("weights_sha256", "?"), sha256)
+                return {}
+            if not abs(float(meta.get("null_std", -1.0)) - null_std) <= 1e-9:
+                log.warning("%s was made for noise level %s, not %s; measuring the null response at run time",
+                            path, meta.get("null_std"), null_std)
+                return {}
+            out = {}
+            for name in data.files:
+                if name == _META:
+                    continue
+                precision, tile = name.rsplit("_", 1)
+                out[(int(tile), precision)] = np.asarray(data[name], np.float32)
+            return out
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("cannot read %s (%s); measuring the null response at run time", path, exc)
+        return {}
+
+
+def measure(pt_path: str | os.PathLike[str], *, cubes: int = SHIPPED_CUBES, null_std: float = 0.1,
+            precisions: tuple[str, ...] | None = None) -> Path:
+    """Measure the white-noise null response of a weights file on CPU and write its ``.null.npz``."""
+    import torch
+
+    from . import inference
+    from .config import ModelName
+    from .weights import load_model
+
+    pt_path = Path(pt_path)
+    if precisions is None:
+        precisions = ("float32", "bfloat16") if inference.cpu_has_fast_bf16() else ("float32",)
+    responses = {}
+    card = None
+    for precision in precisions:
+        model, card = load_model(ModelName.TIGHT, pt_path)  # an explicit file: the name is not used
+        amp = {"float32": False, "bfloat16": "bf16"}[precision]
+        pred = inference.Predictor(model, torch.device("cpu"), amp=amp, null_std=null_std)
+        t0 = time.perf_counter()
+        responses[(card.tile, pred.precision)] = pred.measure_null(card.tile, cubes=cubes)
+        log.info("%s %s: %d cubes in %.0f s", pt_path.name, precision, cubes, time.perf_counter() - t0)
+    assert card is not None
+    return save_null_responses(pt_path, card.sha256, responses, null_std=null_std,
+                               seed=inference.NULL_SEED, cubes=cubes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deepemhancer_engine.nullresponse", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("weights", nargs="+", help="NAME.pt files (cards beside them)")
+    parser.add_argument("--cubes", type=int, default=SHIPPED_CUBES)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    for pt in args.weights:
+        print(measure(pt, cubes=args.cubes))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
