@@ -215,8 +215,9 @@ class Predictor:
             raise InputError(f"null-response noise level must be positive, got {null_std!r}")
         self.null_std = null_std
         self._null: dict[tuple, npt.NDArray[np.float32]] = {}
-        #: Precomputed white-noise null responses, ``(tile, precision) -> array`` (see :meth:`null_response`).
-        self.known_null: dict[tuple[int, str], npt.NDArray[np.float32]] = {}
+        #: Where null responses that need not be measured are found and measured ones kept across runs
+        #: (:class:`nullresponse.NullStore`: ``get(tile, precision, band)`` and ``put(...)``); None: measure.
+        self.null_store = None
         self.device = torch.device(device)
         self.amp_dtype = _amp_dtype(amp, self.device)
         if channels_last is None:
@@ -270,27 +271,29 @@ class Predictor:
 
         ``band``: per axis ``(z, y, x)``, the share of the Nyquist frequency the noise reaches (a map
         resampled from coarser voxels holds nothing beyond ``voxel / input voxel``); None = white.
-        White-noise responses in :attr:`known_null` (keyed by ``(tile, precision)``; the pipeline fills
-        it from the file shipped beside the weights, :mod:`nullresponse`) are used as they are; others
-        are measured once per cube size and band on :data:`NULL_CUBES` cubes with a fixed seed, in the
-        precision and layout used for the maps.
+        Responses found in :attr:`null_store` (the pipeline's: shipped with the weights for white noise,
+        a per-user cache for bands, :mod:`nullresponse`) are used as they are; others are measured once
+        per cube size and band on :data:`NULL_CUBES` cubes with a fixed seed, in the precision and layout
+        used for the maps, and handed to the store.
         """
         if self.null_std is None:
             return None
         band = None if band is None or min(band) >= 1 else tuple(round(float(b), 3) for b in band)
         key = (tile, band)
         if key not in self._null:
-            known = self.known_null.get((tile, self.precision)) if band is None else None
+            known, where = self.null_store.get(tile, self.precision, band) if self.null_store else (None, "")
             if known is not None and known.shape == (tile,) * 3:
                 self._null[key] = np.asarray(known, np.float32)
-                log.info("Null response of the network: precomputed for %d^3 cubes in %s (shipped with the "
-                         "weights)", tile, self.precision)
+                log.info("Null response of the network for %d^3 cubes%s in %s: %s", tile,
+                         f" (band {band})" if band else "", self.precision, where)
             else:
                 t0 = time.perf_counter()
                 self._null[key] = null = self.measure_null(tile, band)
                 log.info("Null response of the network measured on %d noise cubes of %d^3%s in %.1f s (rms %.3g)",
                          NULL_CUBES, tile, f" (band {band})" if band else "", time.perf_counter() - t0,
                          float(np.sqrt(np.mean(null.astype(np.float64) ** 2))))
+                if self.null_store:
+                    self.null_store.put(tile, self.precision, band, null, seed=NULL_SEED, cubes=NULL_CUBES)
         return self._null[key]
 
     def resolve_batch_size(self, tile: int) -> int:

@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Optional
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 #: Noise cubes averaged for a shipped null response (the run-time measurement uses inference.NULL_CUBES).
 SHIPPED_CUBES = 128
 _META = "meta"
+#: Environment variable naming the cache folder of band-limited null responses ("" or "off": no cache).
+CACHE_ENV = "DEEPEMHANCER_CACHE"
 
 
 def null_path(pt_path: str | os.PathLike[str]) -> Path:
@@ -43,53 +45,120 @@ def _key(tile: int, precision: str) -> str:
     return f"{precision}_{int(tile)}"
 
 
-def save_null_responses(pt_path: str | os.PathLike[str], sha256: str, responses: Mapping[tuple[int, str], np.ndarray],
-                        *, null_std: float, seed: int, cubes: int) -> Path:
-    """Write ``{(tile, precision): (tile,)*3 array}`` for the weights with this SHA-256 (atomic)."""
+def _write(path: Path, sha256: str, arrays: Mapping[str, np.ndarray], *, null_std: float, seed: int,
+           cubes: int) -> Path:
     from .weights import _atomic_write
 
-    path = null_path(pt_path)
     meta = {"weights_sha256": sha256.lower(), "null_std": float(null_std), "seed": int(seed), "cubes": int(cubes),
             "made": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     # float16 keeps ~3 significant digits of values ~0.004: errors ~1e-6, far below the 32-cube sampling noise
-    arrays = {_key(t, p): np.asarray(a, np.float16) for (t, p), a in responses.items()}
+    stored = {name: np.asarray(a, np.float16) for name, a in arrays.items()}
 
     def write(tmp: str) -> None:
         os.chmod(tmp, 0o644)
         with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays, **{_META: np.array(json.dumps(meta))})
+            np.savez_compressed(fh, **stored, **{_META: np.array(json.dumps(meta))})
 
     _atomic_write(path, write)
     return path
 
 
-def load_null_responses(pt_path: str | os.PathLike[str], sha256: str, null_std: float
-                        ) -> dict[tuple[int, str], npt.NDArray[np.float32]]:
-    """The responses shipped for these weights and noise level; ``{}`` (with a warning) if none fit."""
-    path = null_path(pt_path)
+def _read(path: Path, sha256: str, null_std: float, *, quiet: bool = False) -> dict[str, npt.NDArray[np.float32]]:
+    """The arrays of a null-response file made for these weights and noise level, else ``{}``."""
+    warn = log.debug if quiet else log.warning
     if not path.is_file():
         return {}
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data[_META]))
             if str(meta.get("weights_sha256", "")).lower() != sha256.lower():
-                log.warning("%s was made for other weights (SHA-256 %.12s..., these are %.12s...); measuring "
-                            "the null response at run time", path, meta.get("weights_sha256", "?"), sha256)
+                warn("%s was made for other weights (SHA-256 %.12s..., these are %.12s...); measuring "
+                     "the null response at run time", path, meta.get("weights_sha256", "?"), sha256)
                 return {}
             if not abs(float(meta.get("null_std", -1.0)) - null_std) <= 1e-9:
-                log.warning("%s was made for noise level %s, not %s; measuring the null response at run time",
-                            path, meta.get("null_std"), null_std)
+                warn("%s was made for noise level %s, not %s; measuring the null response at run time",
+                     path, meta.get("null_std"), null_std)
                 return {}
-            out = {}
-            for name in data.files:
-                if name == _META:
-                    continue
-                precision, tile = name.rsplit("_", 1)
-                out[(int(tile), precision)] = np.asarray(data[name], np.float32)
-            return out
+            return {name: np.asarray(data[name], np.float32) for name in data.files if name != _META}
     except (OSError, ValueError, KeyError) as exc:
-        log.warning("cannot read %s (%s); measuring the null response at run time", path, exc)
+        warn("cannot read %s (%s); measuring the null response at run time", path, exc)
         return {}
+
+
+def save_null_responses(pt_path: str | os.PathLike[str], sha256: str, responses: Mapping[tuple[int, str], np.ndarray],
+                        *, null_std: float, seed: int, cubes: int) -> Path:
+    """Write ``{(tile, precision): (tile,)*3 array}`` for the weights with this SHA-256 (atomic)."""
+    arrays = {_key(t, p): a for (t, p), a in responses.items()}
+    return _write(null_path(pt_path), sha256, arrays, null_std=null_std, seed=seed, cubes=cubes)
+
+
+def load_null_responses(pt_path: str | os.PathLike[str], sha256: str, null_std: float
+                        ) -> dict[tuple[int, str], npt.NDArray[np.float32]]:
+    """The responses shipped for these weights and noise level; ``{}`` (with a warning) if none fit."""
+    out = {}
+    for name, array in _read(null_path(pt_path), sha256, null_std).items():
+        precision, tile = name.rsplit("_", 1)
+        out[(int(tile), precision)] = array
+    return out
+
+
+def cache_dir() -> Optional[Path]:
+    """Folder of the per-user cache of band-limited null responses, or None when caching is off.
+
+    ``$DEEPEMHANCER_CACHE`` (empty or ``off``: no cache), else ``$XDG_CACHE_HOME/deepemhancer``, else
+    ``~/.cache/deepemhancer``.
+    """
+    env = os.environ.get(CACHE_ENV)
+    if env is not None:
+        return None if env.strip().lower() in ("", "off", "none", "0") else Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "deepemhancer"
+
+
+class NullStore:
+    """Where a predictor finds null responses it need not measure (``Predictor.null_store``).
+
+    White noise: the file shipped beside the weights (:func:`load_null_responses`). Band-limited noise
+    (inputs with voxels coarser than the network's): a per-user cache (:func:`cache_dir`), filled the
+    first time a band is measured, so later runs on data of the same voxel size skip the 32 noise cubes.
+    Cache entries hold exactly what the predictor measured (float16) and name the weights' SHA-256; a
+    cache that cannot be written is skipped silently (logged at debug level).
+    """
+
+    def __init__(self, pt_path: str | os.PathLike[str], sha256: str, null_std: float,
+                 cache: Optional[Path] = None, *, use_cache: bool = True) -> None:
+        self.sha256, self.null_std = sha256.lower(), float(null_std)
+        self.shipped = load_null_responses(pt_path, sha256, null_std)
+        self.cache = (cache if cache is not None else cache_dir()) if use_cache else None
+
+    def _entry(self, tile: int, precision: str, band: tuple[float, ...]) -> Optional[Path]:
+        if self.cache is None:
+            return None
+        tag = "_".join(f"{b:.3f}" for b in band)
+        return self.cache / f"null-{self.sha256[:16]}-{precision}-{int(tile)}-{tag}-{self.null_std:g}.npz"
+
+    def get(self, tile: int, precision: str, band: Optional[tuple[float, ...]] = None
+            ) -> tuple[Optional[npt.NDArray[np.float32]], str]:
+        """``(response, where it came from)``, or ``(None, "")`` when it must be measured."""
+        if band is None:
+            found = self.shipped.get((int(tile), precision))
+            return (found, "shipped with the weights") if found is not None else (None, "")
+        path = self._entry(tile, precision, band)
+        found = _read(path, self.sha256, self.null_std, quiet=True).get(_key(tile, precision)) if path else None
+        return (found, f"cached in {path}") if found is not None else (None, "")
+
+    def put(self, tile: int, precision: str, band: Optional[tuple[float, ...]], response: np.ndarray,
+            *, seed: int, cubes: int) -> None:
+        """Cache a measured band-limited response (white ones come from the shipped file)."""
+        path = self._entry(tile, precision, band) if band is not None else None
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write(path, self.sha256, {_key(tile, precision): response}, null_std=self.null_std, seed=seed,
+                   cubes=cubes)
+        except OSError as exc:
+            log.debug("not caching the null response in %s: %s", path, exc)
 
 
 def measure(pt_path: str | os.PathLike[str], *, cubes: int = SHIPPED_CUBES, null_std: float = 0.1,

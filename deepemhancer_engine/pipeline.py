@@ -47,7 +47,7 @@ def model_for(config: EnhanceConfig) -> ModelName:
 def load(config: EnhanceConfig) -> LoadedModel:
     """Resolve, verify and load the weights, and put the network on the chosen device."""
     from .inference import Predictor, select_device
-    from .nullresponse import load_null_responses
+    from .nullresponse import NullStore
     from .weights import load_model, resolve_weights
 
     name = model_for(config)
@@ -59,7 +59,7 @@ def load(config: EnhanceConfig) -> LoadedModel:
     null_std = config.normalization.target_std if config.inference.null_correction else None
     predictor = Predictor(model, device, config.inference.batch_size, null_std=null_std)
     if null_std is not None:
-        predictor.known_null = load_null_responses(pt_path, card.sha256, null_std)
+        predictor.null_store = NullStore(pt_path, card.sha256, null_std)
     return LoadedModel(predictor=predictor, card=card, weights_path=pt_path)
 
 

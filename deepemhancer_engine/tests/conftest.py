@@ -2,17 +2,30 @@
 
 ``tiny_weights``: a seeded tiny UNet3D (filters 2/4/8, cube 32) saved with its model card in the test's
 ``tmp_path``; returns the ``.pt`` path (load it with ``weights.load_model(ModelName.TIGHT, path)``).
-Tests marked ``@pytest.mark.gpu`` are skipped when CUDA is not available.
+Tests marked ``@pytest.mark.gpu`` are skipped when CUDA is not available. The per-user cache of null
+responses (``$DEEPEMHANCER_CACHE``) points into the session's temporary folder, never at ``~/.cache``.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from deepemhancer_engine.testing import make_tiny_weights
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_null_cache(tmp_path_factory: pytest.TempPathFactory):
+    old = os.environ.get("DEEPEMHANCER_CACHE")
+    os.environ["DEEPEMHANCER_CACHE"] = str(tmp_path_factory.mktemp("null-cache"))
+    yield
+    if old is None:
+        os.environ.pop("DEEPEMHANCER_CACHE", None)
+    else:
+        os.environ["DEEPEMHANCER_CACHE"] = old
 
 
 @pytest.fixture

@@ -97,26 +97,26 @@ def test_cuda_null_correction_matches_cpu():
 def test_shipped_file_round_trip_and_used(tiny_weights, caplog):
     from deepemhancer_engine import pipeline
     from deepemhancer_engine.config import EnhanceConfig, InferenceConfig
-    from deepemhancer_engine.nullresponse import load_null_responses, measure, null_path
+    from deepemhancer_engine.nullresponse import NullStore, load_null_responses, measure, null_path
     from deepemhancer_engine.weights import load_model
 
     path = measure(tiny_weights, cubes=6, precisions=("float32",))
     assert path == null_path(tiny_weights) == tiny_weights.with_suffix(".null.npz")
     cfg = EnhanceConfig(weights=tiny_weights, inference=InferenceConfig(device="cpu"))
     lm = pipeline.load(cfg)
-    table = lm.predictor.known_null
-    assert set(table) == {(32, "float32")} and table[(32, "float32")].shape == (32, 32, 32)
+    store = lm.predictor.null_store
+    assert isinstance(store, NullStore) and set(store.shipped) == {(32, "float32")}
+    shipped = store.shipped[(32, "float32")]
     # the file holds what a predictor measures with that many cubes (stored as float16)
     ref = Predictor(load_model("tightTarget", tiny_weights)[0], CPU, amp="off", null_std=0.1)
-    np.testing.assert_allclose(table[(32, "float32")], ref.measure_null(32, cubes=6), rtol=1e-3, atol=1e-6)
-    # used as it is in the matching precision, measured (32 cubes) in another or for band-limited noise
+    np.testing.assert_allclose(shipped, ref.measure_null(32, cubes=6), rtol=1e-3, atol=1e-6)
+    # used as it is in the matching precision, measured (32 cubes) in another
     off = Predictor(lm.predictor.model, CPU, amp="off", null_std=0.1)
-    off.known_null = table
-    np.testing.assert_array_equal(off.null_response(32), table[(32, "float32")])
-    assert not np.array_equal(off.null_response(32, (0.5, 0.5, 0.5)), table[(32, "float32")])
+    off.null_store = store
+    np.testing.assert_array_equal(off.null_response(32), shipped)
     bf = Predictor(lm.predictor.model, CPU, amp="bf16", null_std=0.1)
-    bf.known_null = table
-    assert bf.precision == "bfloat16" and not np.array_equal(bf.null_response(32), table[(32, "float32")])
+    bf.null_store = store
+    assert bf.precision == "bfloat16" and not np.array_equal(bf.null_response(32), shipped)
     # stale file (other weights or noise level): ignored with a warning
     caplog.clear()
     assert load_null_responses(tiny_weights, "0" * 64, 0.1) == {}
@@ -124,6 +124,44 @@ def test_shipped_file_round_trip_and_used(tiny_weights, caplog):
     assert "other weights" in caplog.text and "noise level 0.1, not 0.2" in caplog.text
     null_path(tiny_weights).write_bytes(b"not a zip")
     assert load_null_responses(tiny_weights, lm.card.sha256, 0.1) == {} and "cannot read" in caplog.text
+
+
+def test_band_limited_null_cached_per_user(tiny_weights, tmp_path, monkeypatch, caplog):
+    from deepemhancer_engine import nullresponse
+    from deepemhancer_engine.nullresponse import NullStore, cache_dir
+    from deepemhancer_engine.weights import load_model
+
+    model, card = load_model("tightTarget", tiny_weights)
+    band = (0.5, 0.5, 0.75)
+    cache = tmp_path / "cache"
+    first = Predictor(model, CPU, amp="off", null_std=0.1)
+    first.null_store = NullStore(tiny_weights, card.sha256, 0.1, cache)
+    measured = first.null_response(32, band)
+    (entry,) = cache.iterdir()
+    assert card.sha256[:16] in entry.name and "0.500_0.500_0.750" in entry.name
+    # a second run (new predictor) reads it back instead of measuring: no forward pass at all
+    second = Predictor(model, CPU, amp="off", null_std=0.1)
+    second.null_store = NullStore(tiny_weights, card.sha256, 0.1, cache)
+    monkeypatch.setattr(second, "_forward", lambda batch: pytest.fail("measured although cached"))
+    with caplog.at_level("INFO", logger="deepemhancer_engine.inference"):
+        np.testing.assert_allclose(second.null_response(32, band), measured, rtol=1e-3, atol=1e-6)
+    assert "cached in" in caplog.text
+    # other weights do not use it; white noise is never cached; an unwritable cache is skipped
+    other = NullStore(tiny_weights, "f" * 64, 0.1, cache)
+    assert other.get(32, "float32", band) == (None, "")
+    first.null_store.put(32, "float32", None, measured, seed=1, cubes=1)
+    assert len(list(cache.iterdir())) == 1
+    blocked = tmp_path / "file"
+    blocked.write_text("x")
+    NullStore(tiny_weights, card.sha256, 0.1, blocked / "sub").put(32, "float32", band, measured, seed=1, cubes=1)
+    # where the cache lives
+    monkeypatch.setenv(nullresponse.CACHE_ENV, "off")
+    assert cache_dir() is None and NullStore(tiny_weights, card.sha256, 0.1).cache is None
+    monkeypatch.setenv(nullresponse.CACHE_ENV, str(tmp_path / "c2"))
+    assert cache_dir() == tmp_path / "c2"
+    monkeypatch.delenv(nullresponse.CACHE_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "deepemhancer"
 
 
 def test_shipped_null_responses_match_the_weights():
