@@ -14,6 +14,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .model import build_model, count_parameters
+    from .nullresponse import cache_dir, load_null_responses, null_path
     from .weights import describe, resolve_weights, weights_dir
 
     print(f"Weights directory: {weights_dir()}")
@@ -21,11 +22,17 @@ def run(args: argparse.Namespace) -> int:
     for name, path in targets:
         print()
         try:
-            _, card = resolve_weights(name, path)
+            pt, card = resolve_weights(name, path)
         except WeightsError as exc:
             print(f"{name}: unavailable ({exc})")
             continue
         print(describe(card))
+        shipped = sorted(load_null_responses(pt, card.sha256, 0.1))
+        print("null response: " + (", ".join(f"{p} {t}^3" for t, p in shipped) + f" ({null_path(pt).name})"
+                                   if shipped else "measured at run time (no valid .null.npz beside the weights)"))
+    cache = cache_dir()
+    print()
+    print(f"Null-response cache (band-limited noise): {cache if cache else 'off'}")
     print()
     print("Architectures:")
     variants = (("paper U-Net (32/64/128)", (32, 64, 128)), ("compact U-Net (16/32/64)", (16, 32, 64)))

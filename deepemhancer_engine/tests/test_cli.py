@@ -113,6 +113,8 @@ def test_info_reports_parameter_counts(capsys):
     text = capsys.readouterr().out
     assert "paper U-Net (32/64/128)" in text
     assert "parameters" in text
+    assert "null response: bfloat16 64^3, float32 64^3 (tightTarget.null.npz)" in text
+    assert "Null-response cache (band-limited noise): " in text
 
 
 def test_module_runs_as_program(tmp_path, tiny):
