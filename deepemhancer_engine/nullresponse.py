@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import time
+import zipfile
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -66,9 +67,9 @@ def _write(path: Path, sha256: str, arrays: Mapping[str, np.ndarray], *, null_st
 def _read(path: Path, sha256: str, null_std: float, *, quiet: bool = False) -> dict[str, npt.NDArray[np.float32]]:
     """The arrays of a null-response file made for these weights and noise level, else ``{}``."""
     warn = log.debug if quiet else log.warning
-    if not path.is_file():
-        return {}
     try:
+        if not path.is_file():
+            return {}
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data[_META]))
             if str(meta.get("weights_sha256", "")).lower() != sha256.lower():
@@ -80,7 +81,7 @@ def _read(path: Path, sha256: str, null_std: float, *, quiet: bool = False) -> d
                      path, meta.get("null_std"), null_std)
                 return {}
             return {name: np.asarray(data[name], np.float32) for name in data.files if name != _META}
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         warn("cannot read %s (%s); measuring the null response at run time", path, exc)
         return {}
 

@@ -122,8 +122,11 @@ def test_shipped_file_round_trip_and_used(tiny_weights, caplog):
     assert load_null_responses(tiny_weights, "0" * 64, 0.1) == {}
     assert load_null_responses(tiny_weights, lm.card.sha256, 0.2) == {}
     assert "other weights" in caplog.text and "noise level 0.1, not 0.2" in caplog.text
-    null_path(tiny_weights).write_bytes(b"not a zip")
-    assert load_null_responses(tiny_weights, lm.card.sha256, 0.1) == {} and "cannot read" in caplog.text
+    good = null_path(tiny_weights).read_bytes()
+    for bad in (b"not a zip", good[: len(good) // 2]):  # garbage, and a file cut short
+        caplog.clear()
+        null_path(tiny_weights).write_bytes(bad)
+        assert load_null_responses(tiny_weights, lm.card.sha256, 0.1) == {} and "cannot read" in caplog.text
 
 
 def test_band_limited_null_cached_per_user(tiny_weights, tmp_path, monkeypatch, caplog):
