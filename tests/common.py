@@ -78,20 +78,25 @@ def makeTestWeights(folder=None):
 
 
 class TestWeightsMixin:
-    """Points DEEPEMHANCER_WEIGHTS_DIR (inherited by protocol processes) at the test weights for a class."""
+    """Points DEEPEMHANCER_WEIGHTS_DIR (inherited by protocol processes) at the test weights for a class,
+    and the engine's null-response cache (DEEPEMHANCER_CACHE) at a folder beside them, not ~/.cache."""
+
+    _ENV = ("DEEPEMHANCER_WEIGHTS_DIR", "DEEPEMHANCER_CACHE")
 
     @classmethod
     def useTestWeights(cls):
-        cls._savedWeights = os.environ.get("DEEPEMHANCER_WEIGHTS_DIR")
+        cls._savedEnv = {name: os.environ.get(name) for name in cls._ENV}
         cls.weightsDir = makeTestWeights()
         os.environ["DEEPEMHANCER_WEIGHTS_DIR"] = cls.weightsDir
+        os.environ["DEEPEMHANCER_CACHE"] = os.path.join(cls.weightsDir, "null-cache")
 
     @classmethod
     def tearDownClass(cls):
-        if cls._savedWeights is None:
-            os.environ.pop("DEEPEMHANCER_WEIGHTS_DIR", None)
-        else:
-            os.environ["DEEPEMHANCER_WEIGHTS_DIR"] = cls._savedWeights
+        for name, value in getattr(cls, "_savedEnv", {}).items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _shQuote(text):

@@ -15,7 +15,7 @@ class TestHeadlessScript(BaseTest):
 
     def test_headless_example(self):
         weights = makeTestWeights()
-        env = dict(os.environ, SCIPION_DOMAIN="pwem")
+        env = dict(os.environ, SCIPION_DOMAIN="pwem", DEEPEMHANCER_CACHE=os.path.join(weights, "null-cache"))
         res = subprocess.run([sys.executable, "-m", "deepemhancer.scripts.run_headless_example",
                               "--project", "DeepEMhancerHeadlessTest", "--weights-dir", weights],
                              capture_output=True, text=True, timeout=600, env=env)
