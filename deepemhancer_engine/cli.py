@@ -30,7 +30,7 @@ log = logging.getLogger("deepemhancer_engine")
 #: Subcommands: first word -> module providing ``add_args(parser)`` and ``run(args) -> int``.
 SUBCOMMANDS = {
     "info": ("deepemhancer_engine.info", "print the model cards of the shipped models"),
-    "evaluate": ("deepemhancer_engine.evaluate", "metrics, baselines and honesty checks"),
+    "evaluate": ("deepemhancer_engine.evaluate", "compare with a model and baselines; honesty checks"),
     "simulate": ("deepemhancer_engine.training.cli", "simulate training pairs from atomic models"),
     "train": ("deepemhancer_engine.training.cli", "train a model on simulated pairs"),
 }
@@ -40,7 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deepemhancer",
         description=__doc__.split("\n\n")[0],
-        epilog="Commands: " + "; ".join(f"'deepemhancer {k}' to {v[1]}" for k, v in SUBCOMMANDS.items()),
+        epilog="Commands:\n" + "\n".join(f"  deepemhancer {k:9s} {v[1]}" for k, v in SUBCOMMANDS.items())
+        + "\n\nEnvironment:"
+        "\n  DEEPEMHANCER_WEIGHTS_DIR  folder of NAME.pt + NAME.json to use instead of the shipped weights"
+        "\n  DEEPEMHANCER_CACHE        cache of the network's noise response for voxels coarser than 1 A"
+        "\n                            (default ~/.cache/deepemhancer; 'off': no cache)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     main = parser.add_argument_group("Main")

@@ -122,7 +122,7 @@ def test_module_runs_as_program(tmp_path, tiny):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     res = subprocess.run([sys.executable, "-m", "deepemhancer_engine", "--help"],
                          capture_output=True, text=True, env=env, timeout=60)
-    assert res.returncode == 0 and "--noiseStats" in res.stdout
+    assert res.returncode == 0 and "--noiseStats" in res.stdout and "DEEPEMHANCER_CACHE" in res.stdout
 
 
 # --- bad input: exit 2, one line, no traceback, no output, inputs untouched ---------------------------
