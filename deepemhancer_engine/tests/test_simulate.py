@@ -85,3 +85,13 @@ def test_refuses_eval_split(tmp_path):
     args = Namespace(structures="/x/split_eval.txt", root=None, out=str(tmp_path), limit=None,
                      pairs_per_structure=1, seed=0, workers=1, until=None, training_command="simulate")
     assert cli.run(args) == 2
+
+
+def test_stored_cube_edge_follows_the_job(pdb, tmp_path):
+    (job,) = dataset.plan_jobs([pdb], tmp_path, 1, 0, crop=16)
+    assert job.crop == 16 and dataset.plan_jobs([pdb], tmp_path, 1, 0)[0].crop == dataset.STORE_CROP
+    out, status = dataset.run_job(job)
+    assert status == "ok"
+    with np.load(out) as shard:
+        assert shard["x_noise"].shape[1:] == (16, 16, 16) and shard["tightTarget"].shape[1:] == (16, 16, 16)
+    assert dataset.run_job(job) == (out, "exists")

@@ -42,6 +42,9 @@ def add_simulate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--until", default=None, help="stop at this UTC time (HH:MM)")
     parser.add_argument("--limit", type=int, default=None, help="at most this many structures")
+    parser.add_argument("--crop", type=int, default=48,
+                        help="edge of the stored cubes (voxels at 1 A; the paper trains on 64); structures whose "
+                             "box is smaller are skipped")
 
 
 def run_simulate(args: argparse.Namespace) -> int:
@@ -53,7 +56,10 @@ def run_simulate(args: argparse.Namespace) -> int:
     structures = structure_list(args.structures, args.root)[: args.limit]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = plan_jobs(structures, out, args.pairs_per_structure, args.seed)
+    if args.crop < 16 or args.crop % 8:
+        log.error("--crop must be a multiple of 8 of at least 16, got %d", args.crop)
+        return 2
+    jobs = plan_jobs(structures, out, args.pairs_per_structure, args.seed, crop=args.crop)
     log.info("%d structures, %d pairs -> %s", len(structures), len(jobs), out)
     t0 = time.time()
     counts = generate(jobs, workers=args.workers, deadline=_deadline(args.until))

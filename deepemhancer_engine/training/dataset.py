@@ -41,11 +41,12 @@ STORE_CROP = 48
 
 @dataclass(frozen=True)
 class Job:
-    """One simulated pair to generate: structure file, seed, output shard."""
+    """One simulated pair to generate: structure file, seed, output shard, stored cube edge."""
 
     structure: str
     seed: int
     out: str
+    crop: int = STORE_CROP
 
 
 def structure_list(list_file: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> list[Path]:
@@ -72,13 +73,14 @@ def is_validation(stem: str, fraction: float = 0.08) -> bool:
     return (h % 10_000) < fraction * 10_000
 
 
-def plan_jobs(structures: Sequence[Path], out_dir: Path, n_per_structure: int, seed_base: int) -> list[Job]:
-    """Round-robin over structures (pass k makes the k-th pair of every structure)."""
+def plan_jobs(structures: Sequence[Path], out_dir: Path, n_per_structure: int, seed_base: int,
+              crop: int = STORE_CROP) -> list[Job]:
+    """Round-robin over structures (pass k makes the k-th pair of every structure); cubes of ``crop``^3."""
     jobs = []
     for k in range(n_per_structure):
         for i, s in enumerate(structures):
             seed = seed_base + k * 100_003 + zlib.crc32(stem_of(s).encode()) % 100_000 + i
-            jobs.append(Job(str(s), int(seed), str(out_dir / f"{stem_of(s)}__s{seed}.npz")))
+            jobs.append(Job(str(s), int(seed), str(out_dir / f"{stem_of(s)}__s{seed}.npz"), int(crop)))
     return jobs
 
 
@@ -140,7 +142,7 @@ def run_job(job: Job) -> tuple[str, str]:
     if Path(job.out).exists():
         return job.out, "exists"
     try:
-        arrays = make_crops(job.structure, job.seed)
+        arrays = make_crops(job.structure, job.seed, crop=job.crop)
     except (DeepEMhancerError, ValueError, RuntimeError, MemoryError) as exc:
         return job.out, f"skipped: {exc}"
     tmp = f"{job.out}.tmp{os.getpid()}.npz"
