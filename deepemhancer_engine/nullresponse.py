@@ -122,8 +122,9 @@ class NullStore:
     White noise: the file shipped beside the weights (:func:`load_null_responses`). Band-limited noise
     (inputs with voxels coarser than the network's): a per-user cache (:func:`cache_dir`), filled the
     first time a band is measured, so later runs on data of the same voxel size skip the 32 noise cubes.
-    Cache entries hold exactly what the predictor measured (float16) and name the weights' SHA-256; a
-    cache that cannot be written is skipped silently (logged at debug level).
+    Cache entries hold exactly what the predictor measured (float16); their names carry the weights'
+    SHA-256, precision, cube size, band, noise level, seed and number of cubes. A cache that cannot be
+    written is skipped silently (logged at debug level).
     """
 
     def __init__(self, pt_path: str | os.PathLike[str], sha256: str, null_std: float,
@@ -132,11 +133,12 @@ class NullStore:
         self.shipped = load_null_responses(pt_path, sha256, null_std)
         self.cache = (cache if cache is not None else cache_dir()) if use_cache else None
 
-    def _entry(self, tile: int, precision: str, band: tuple[float, ...]) -> Optional[Path]:
+    def _entry(self, tile: int, precision: str, band: tuple[float, ...], seed: int, cubes: int) -> Optional[Path]:
         if self.cache is None:
             return None
         tag = "_".join(f"{b:.3f}" for b in band)
-        return self.cache / f"null-{self.sha256[:16]}-{precision}-{int(tile)}-{tag}-{self.null_std:g}.npz"
+        return self.cache / (f"null-{self.sha256[:16]}-{precision}-{int(tile)}-{tag}-{self.null_std:g}"
+                             f"-s{int(seed)}x{int(cubes)}.npz")
 
     def get(self, tile: int, precision: str, band: Optional[tuple[float, ...]] = None
             ) -> tuple[Optional[npt.NDArray[np.float32]], str]:
@@ -144,14 +146,16 @@ class NullStore:
         if band is None:
             found = self.shipped.get((int(tile), precision))
             return (found, "shipped with the weights") if found is not None else (None, "")
-        path = self._entry(tile, precision, band)
+        from .inference import NULL_CUBES, NULL_SEED
+
+        path = self._entry(tile, precision, band, NULL_SEED, NULL_CUBES)
         found = _read(path, self.sha256, self.null_std, quiet=True).get(_key(tile, precision)) if path else None
         return (found, f"cached in {path}") if found is not None else (None, "")
 
     def put(self, tile: int, precision: str, band: Optional[tuple[float, ...]], response: np.ndarray,
             *, seed: int, cubes: int) -> None:
         """Cache a measured band-limited response (white ones come from the shipped file)."""
-        path = self._entry(tile, precision, band) if band is not None else None
+        path = self._entry(tile, precision, band, seed, cubes) if band is not None else None
         if path is None:
             return
         try:

@@ -142,6 +142,7 @@ def test_band_limited_null_cached_per_user(tiny_weights, tmp_path, monkeypatch, 
     measured = first.null_response(32, band)
     (entry,) = cache.iterdir()
     assert card.sha256[:16] in entry.name and "0.500_0.500_0.750" in entry.name
+    assert entry.name.endswith(f"-s{inference.NULL_SEED}x{inference.NULL_CUBES}.npz")
     # a second run (new predictor) reads it back instead of measuring: no forward pass at all
     second = Predictor(model, CPU, amp="off", null_std=0.1)
     second.null_store = NullStore(tiny_weights, card.sha256, 0.1, cache)
