@@ -293,7 +293,7 @@ class Predictor:
                          NULL_CUBES, tile, f" (band {band})" if band else "", time.perf_counter() - t0,
                          float(np.sqrt(np.mean(null.astype(np.float64) ** 2))))
                 if self.null_store:
-                    self.null_store.put(tile, self.precision, band, null, seed=NULL_SEED, cubes=NULL_CUBES)
+                    self.null_store.put(tile, self.precision, band, null)
         return self._null[key]
 
     def resolve_batch_size(self, tile: int) -> int:

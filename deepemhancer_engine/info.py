@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .config import ModelName
+from .config import NOISE_TARGET_STD, ModelName
 from .errors import WeightsError
 
 
@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name}: unavailable ({exc})")
             continue
         print(describe(card))
-        shipped = sorted(load_null_responses(pt, card.sha256, 0.1))
+        shipped = sorted(load_null_responses(pt, card.sha256, NOISE_TARGET_STD))
         print("null response: " + (", ".join(f"{p} {t}^3" for t, p in shipped) + f" ({null_path(pt).name})"
                                    if shipped else "measured at run time (no valid .null.npz beside the weights)"))
     cache = cache_dir()

@@ -133,12 +133,15 @@ class NullStore:
         self.shipped = load_null_responses(pt_path, sha256, null_std)
         self.cache = (cache if cache is not None else cache_dir()) if use_cache else None
 
-    def _entry(self, tile: int, precision: str, band: tuple[float, ...], seed: int, cubes: int) -> Optional[Path]:
+    def _entry(self, tile: int, precision: str, band: tuple[float, ...]) -> Optional[Path]:
+        """Cache file of a band-limited response measured as the predictor does (seed, cube count)."""
+        from .inference import NULL_CUBES, NULL_SEED
+
         if self.cache is None:
             return None
         tag = "_".join(f"{b:.3f}" for b in band)
         return self.cache / (f"null-{self.sha256[:16]}-{precision}-{int(tile)}-{tag}-{self.null_std:g}"
-                             f"-s{int(seed)}x{int(cubes)}.npz")
+                             f"-s{NULL_SEED}x{NULL_CUBES}.npz")
 
     def get(self, tile: int, precision: str, band: Optional[tuple[float, ...]] = None
             ) -> tuple[Optional[npt.NDArray[np.float32]], str]:
@@ -146,22 +149,22 @@ class NullStore:
         if band is None:
             found = self.shipped.get((int(tile), precision))
             return (found, "shipped with the weights") if found is not None else (None, "")
-        from .inference import NULL_CUBES, NULL_SEED
-
-        path = self._entry(tile, precision, band, NULL_SEED, NULL_CUBES)
+        path = self._entry(tile, precision, band)
         found = _read(path, self.sha256, self.null_std, quiet=True).get(_key(tile, precision)) if path else None
         return (found, f"cached in {path}") if found is not None else (None, "")
 
-    def put(self, tile: int, precision: str, band: Optional[tuple[float, ...]], response: np.ndarray,
-            *, seed: int, cubes: int) -> None:
-        """Cache a measured band-limited response (white ones come from the shipped file)."""
-        path = self._entry(tile, precision, band, seed, cubes) if band is not None else None
+    def put(self, tile: int, precision: str, band: Optional[tuple[float, ...]], response: np.ndarray) -> None:
+        """Cache a band-limited response measured by :meth:`Predictor.measure_null` with its defaults
+        (white ones come from the shipped file)."""
+        from .inference import NULL_CUBES, NULL_SEED
+
+        path = self._entry(tile, precision, band) if band is not None else None
         if path is None:
             return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write(path, self.sha256, {_key(tile, precision): response}, null_std=self.null_std, seed=seed,
-                   cubes=cubes)
+            _write(path, self.sha256, {_key(tile, precision): response}, null_std=self.null_std, seed=NULL_SEED,
+                   cubes=NULL_CUBES)
         except OSError as exc:
             log.debug("not caching the null response in %s: %s", path, exc)
 

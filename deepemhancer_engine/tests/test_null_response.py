@@ -153,11 +153,11 @@ def test_band_limited_null_cached_per_user(tiny_weights, tmp_path, monkeypatch, 
     # other weights do not use it; white noise is never cached; an unwritable cache is skipped
     other = NullStore(tiny_weights, "f" * 64, 0.1, cache)
     assert other.get(32, "float32", band) == (None, "")
-    first.null_store.put(32, "float32", None, measured, seed=1, cubes=1)
+    first.null_store.put(32, "float32", None, measured)
     assert len(list(cache.iterdir())) == 1
     blocked = tmp_path / "file"
     blocked.write_text("x")
-    NullStore(tiny_weights, card.sha256, 0.1, blocked / "sub").put(32, "float32", band, measured, seed=1, cubes=1)
+    NullStore(tiny_weights, card.sha256, 0.1, blocked / "sub").put(32, "float32", band, measured)
     # where the cache lives
     monkeypatch.setenv(nullresponse.CACHE_ENV, "off")
     assert cache_dir() is None and NullStore(tiny_weights, card.sha256, 0.1).cache is None
@@ -180,9 +180,10 @@ def test_shipped_null_responses_match_the_weights():
         assert (card.tile, "float32") in table, f"{pt}: no shipped null response"
         if inference.cpu_has_fast_bf16():
             assert (card.tile, "bfloat16") in table
+    pt, _ = resolve_weights(ModelName.TIGHT)
     model, card = load_model(ModelName.TIGHT)
     pred = Predictor(model, CPU, null_std=0.1)
-    shipped = load_null_responses(*resolve_weights(ModelName.TIGHT)[:1], card.sha256, 0.1)[(card.tile, pred.precision)]
+    shipped = load_null_responses(pt, card.sha256, 0.1)[(card.tile, pred.precision)]
     measured = pred.measure_null(card.tile)
     rms = lambda a: float(np.sqrt(np.mean(a.astype(np.float64) ** 2)))  # noqa: E731
     # 32 noise cubes leave ~10 % sampling noise; another precision would differ by ~16 %, garbage by ~100 %

@@ -59,6 +59,7 @@ def test_tiny_training_exports_and_resumes(tmp_path):
     card = ModelCard.from_json(tmp_path / "w" / "tightTarget.json")
     assert card.sha256 == sha256_file(tmp_path / "w" / "tightTarget.pt")
     assert card.tile == 16 and card.training["steps"] == 4 and card.normalization == "noise"
+    assert card.training["augmentation"].startswith("random crop from the stored 16^3 cubes")
     assert (tmp_path / "run" / "loss.png").exists() and (tmp_path / "run" / "last.ckpt").exists()
     from dataclasses import replace
 

@@ -180,6 +180,17 @@ def list_shards(data_dir: str | os.PathLike[str], split: str = "train") -> list[
     return [p for p in shards if is_validation(p.name.split("__s")[0]) == want_val]
 
 
+def stored_edge(data_dir: str | os.PathLike[str]) -> int | None:
+    """Edge of the cubes stored in the training shards of ``data_dir`` (None if there are none)."""
+    for shard in list_shards(data_dir, "train"):
+        try:
+            with np.load(shard) as z:
+                return int(z["x_noise"].shape[-1])
+        except (OSError, ValueError, KeyError, zlib.error, EOFError):
+            continue
+    return None
+
+
 def band_limit(cube: np.ndarray, resolution: float, width: float = 0.1) -> np.ndarray:
     """Low-pass a (masked) target cube at ``resolution`` A (1 A voxels; raised-cosine edge from
     (1 - width) / resolution to (1 + width) / resolution), with mirror padding against wrap-around.

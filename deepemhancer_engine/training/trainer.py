@@ -23,7 +23,7 @@ import torch
 
 from ..version import __version__
 from . import augment
-from .dataset import CropDataset, list_shards
+from .dataset import CropDataset, list_shards, stored_edge
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +161,7 @@ def card_fields(cfg: TrainConfig, state: dict, device: str) -> dict:
     meta_file = Path(cfg.data) / "dataset.json"
     if meta_file.exists():
         data_meta = json.loads(meta_file.read_text())
+    edge = stored_edge(cfg.data)
     subset = f" restricted to pairs with half-map FSC-0.143 < {cfg.max_resolution} A" if cfg.max_resolution else ""
     target_text = {
         "tightTarget": "LocScale-like local sharpening of the simulated map (model-derived local amplitudes, "
@@ -190,9 +191,9 @@ def card_fields(cfg: TrainConfig, state: dict, device: str) -> dict:
             "loss": "L1",
             "optimizer": "Adam, lr halved after %d epochs of %d steps without improvement"
                          % (cfg.patience, cfg.epoch_steps),
-            "augmentation": "random crop from the stored 48^3 cubes, 90-degree rotations + flip, Gaussian blur "
+            "augmentation": "random crop from the stored %s cubes, 90-degree rotations + flip, Gaussian blur "
                             "(p=0.2), patch corruption (p=0.2), %.0f%% pure-noise cubes with zero target"
-                            % (100 * cfg.noise_fraction),
+                            % (f"{edge}^3" if edge else "training", 100 * cfg.noise_fraction),
             "initialised_from": str(cfg.init.name) if cfg.init else None,
             "data": f"simulated pairs from the train split of ../shared/structures{subset} "
                     "(structure-level 8% validation split)",
