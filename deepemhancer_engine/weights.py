@@ -277,8 +277,12 @@ def _atomic_write(path: Path, write: Any) -> None:
         raise
 
 
-def save_weights(model: nn.Module, card_fields: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+def save_weights(model: nn.Module, card_fields: Mapping[str, Any], path: str | os.PathLike[str],
+                 dtype: torch.dtype | None = None) -> Path:
     """Write ``model``'s state dict to ``path`` (``.pt``) and its card beside it (atomic temp + rename).
+
+    ``dtype`` (e.g. ``torch.float16``) stores the floating-point tensors in that type; loading casts
+    them back to the model's own type.
 
     ``card_fields`` holds the card fields (:class:`ModelCard`); ``sha256`` and ``parameters`` are
     filled in, and ``arch``/``kwargs`` default to the model's own (``model.arch_kwargs``).
@@ -300,6 +304,8 @@ def save_weights(model: nn.Module, card_fields: Mapping[str, Any], path: str | o
         fields["kwargs"] = dict(getattr(model, "arch_kwargs", {}))
     fields.setdefault("name", path.stem)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     _atomic_write(path, lambda tmp: torch.save(state, tmp))
     fields["sha256"] = sha256_file(path)
     fields["parameters"] = count_parameters(model)

@@ -85,3 +85,24 @@ def test_cli_train_and_simulate_args(tmp_path):
     sim = argparse.ArgumentParser()
     cli.add_args(sim, "simulate")
     assert sim.parse_args(["--out", "x"]).training_command == "simulate"
+
+
+def test_loader_processes_half_weights_and_card_text(tmp_path):
+    """Batches made in loader processes train; float16 export loads back into the fp32 network."""
+    from deepemhancer_engine.weights import load_model
+
+    _fake_shards(tmp_path)
+    cfg = TrainConfig(data=tmp_path, run_dir=tmp_path / "run", filters=(2, 4, 8), crop=16, small_crop=8,
+                      batch=2, epoch_steps=2, val_cubes=2, max_steps=4, export=tmp_path / "w" / "tightTarget.pt",
+                      device="cpu", threads=1, workers=2, amp=True, half_weights=True)
+    state = train(cfg)
+    assert state["step"] == 4
+    saved = torch.load(tmp_path / "w" / "tightTarget.pt", weights_only=True)
+    assert {v.dtype for v in saved.values() if v.is_floating_point()} == {torch.float16}
+    net, card = load_model("tightTarget", tmp_path / "w" / "tightTarget.pt")
+    assert next(net.parameters()).dtype == torch.float32
+    best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    for k, v in net.state_dict().items():
+        assert torch.allclose(v, best[k].half().float()), k
+    assert card.training["device"].startswith("cpu")
+    assert card.notes.startswith("Compact 2/4/8 U-Net trained on CPU (1 threads)")

@@ -98,6 +98,10 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--export-every", type=float, default=20.0, help="also export every N minutes")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=0,
+                        help="processes making batches (0: in the training process; use several on a GPU)")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (ignored on CPU)")
+    parser.add_argument("--half-weights", action="store_true", help="export the weights in float16 (half size)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--notes", default="", help="extra text for the model card")
 
@@ -115,7 +119,8 @@ def run_train(args: argparse.Namespace) -> int:
         deadline=_deadline(args.until),
         max_steps=args.max_steps, init=Path(args.init) if args.init else None,
         export=Path(args.export) if args.export else None, export_every_min=args.export_every,
-        device=args.device, threads=args.threads, seed=args.seed, notes=args.notes,
+        device=args.device, threads=args.threads, workers=args.workers, amp=args.amp,
+        half_weights=args.half_weights, seed=args.seed, notes=args.notes,
     )
     train(cfg)
     return 0

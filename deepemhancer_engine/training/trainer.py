@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import InputError
 from ..version import __version__
 from . import augment
 from .dataset import CropDataset, list_shards, stored_edge
@@ -55,6 +56,9 @@ class TrainConfig:
     export_every_min: float = 20.0
     device: str = "auto"
     threads: int = 2
+    workers: int = 0  # batch-making processes (0: made in the training process, bit-reproducible)
+    amp: bool = False  # bf16 autocast for the forward pass on CUDA
+    half_weights: bool = False  # export the state dict in float16 (half the file size)
     seed: int = 0
     notes: str = ""
 
@@ -98,11 +102,49 @@ class _Batches:
         return augment.blur_and_corrupt(x, rng), y
 
 
+class _BatchStream(torch.utils.data.IterableDataset):
+    """Endless batches made in loader processes, each with its own generator (``workers`` > 0)."""
+
+    def __init__(self, shards: list[Path], cfg: TrainConfig, input_key: str, seed: int) -> None:
+        super().__init__()
+        self.shards, self.cfg, self.input_key, self.seed = shards, cfg, input_key, seed
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        torch.set_num_threads(1)
+        rng = np.random.default_rng([self.seed, info.id if info is not None else 0])
+        ds = CropDataset(self.shards, target=self.cfg.target, input_key=self.input_key,
+                         max_resolution=self.cfg.max_resolution, band_limited=self.cfg.band_limit)
+        batches = _Batches(ds, self.cfg, rng)
+        while True:
+            yield batches.next()
+
+
+def _batch_source(ds: CropDataset, cfg: TrainConfig, rng: np.random.Generator, input_key: str, step: int,
+                  pin: bool):
+    """A function returning the next (input, target) batch: in-process, or from loader processes."""
+    if cfg.workers <= 0:
+        return _Batches(ds, cfg, rng).next
+    stream = _BatchStream(list_shards(cfg.data, "train"), cfg, input_key, seed=cfg.seed * 1_000_003 + step)
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=cfg.workers, prefetch_factor=4,
+                                         persistent_workers=True, pin_memory=pin)
+    it = iter(loader)
+    return lambda: next(it)
+
+
+def _device_name(device: str) -> str:
+    if device == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
 def _validation_set(cfg: TrainConfig, input_key: str) -> tuple[torch.Tensor, torch.Tensor]:
     val = CropDataset(list_shards(cfg.data, "val"), target=cfg.target, input_key=input_key,
                       max_resolution=cfg.max_resolution, band_limited=cfg.band_limit)
     if len(val) == 0:
-        raise RuntimeError(f"no validation cubes in {cfg.data}")
+        raise InputError(f"{cfg.data}: no validation cubes (no shard of a validation structure"
+                         + (f" with resolution better than {cfg.max_resolution} A" if cfg.max_resolution else "")
+                         + "; simulate more structures)")
     rng = np.random.default_rng(12345)
     idx = rng.choice(len(val), size=min(cfg.val_cubes, len(val)), replace=False)
     xs, ys = zip(*(val.get(int(i)) for i in sorted(idx)))
@@ -202,9 +244,17 @@ def card_fields(cfg: TrainConfig, state: dict, device: str) -> dict:
         },
         "version": f"{__version__}-sim1",
         "license": "Apache-2.0",
-        "notes": ("Compact 16/32/64 U-Net trained on CPU (2 threads) for a short time on simulated data only; "
-                  "not the paper's 32/64/128 network nor its experimental training set. " + cfg.notes).strip(),
+        "notes": (_network_text(cfg, device) + " " + cfg.notes).strip(),
     }
+
+
+def _network_text(cfg: TrainConfig, device: str) -> str:
+    filters = "/".join(map(str, cfg.filters))
+    size = "The paper's" if tuple(cfg.filters) == (32, 64, 128) else "Compact"
+    where = ("on a GPU, " + device + (", bf16 autocast" if cfg.amp else "")) if device.startswith("cuda") \
+        else f"on CPU ({cfg.threads} threads)"
+    return (f"{size} {filters} U-Net trained {where} on simulated data only; not the paper's experimental "
+            "training set.")
 
 
 def _export(model, best_state, cfg: TrainConfig, state: dict, device: str) -> None:
@@ -215,7 +265,8 @@ def _export(model, best_state, cfg: TrainConfig, state: dict, device: str) -> No
 
     net = build_model("unet3d", {"filters": list(cfg.filters)})
     net.load_state_dict(best_state)
-    pt = save_weights(net, card_fields(cfg, state, device), cfg.export)
+    pt = save_weights(net, card_fields(cfg, state, device), cfg.export,
+                      dtype=torch.float16 if cfg.half_weights else None)
     for f in (pt, pt.with_suffix(".json")):
         os.chmod(f, 0o644)  # shipped files: readable by everyone
     log.info("exported best weights (step %s) to %s", state.get("best", {}).get("step"), cfg.export)
@@ -248,6 +299,8 @@ def train(cfg: TrainConfig) -> dict:
                      max_resolution=cfg.max_resolution, band_limited=cfg.band_limit)
     vx, vy = _validation_set(cfg, input_key)
     log.info("%s: %d training cubes, %d validation cubes, device %s", cfg.name, len(ds), len(vx), device)
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = True
 
     torch.manual_seed(cfg.seed)
     model = build_model("unet3d", {"filters": list(cfg.filters)}).to(device)
@@ -270,7 +323,8 @@ def train(cfg: TrainConfig) -> dict:
     elif cfg.init is not None:
         model.load_state_dict(torch.load(cfg.init, map_location=device, weights_only=True))
         log.info("initialised from %s", cfg.init)
-    batches = _Batches(ds, cfg, rng)
+    next_batch = _batch_source(ds, cfg, rng, input_key, state["step"], pin=device == "cuda")
+    card_device = _device_name(device)
     last_export = time.time()
     t_prev, elapsed0 = time.time(), state["elapsed"]
     model.train()
@@ -278,9 +332,11 @@ def train(cfg: TrainConfig) -> dict:
     while not stop:
         running = []
         for _ in range(cfg.epoch_steps):
-            x, y = batches.next()
+            x, y = next_batch()
             opt.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.l1_loss(model(x.to(device)), y.to(device))
+            with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=cfg.amp and device == "cuda"):
+                out = model(x.to(device, non_blocking=True))
+            loss = torch.nn.functional.l1_loss(out.float(), y.to(device, non_blocking=True))
             loss.backward()
             opt.step()
             running.append(loss.item())
@@ -308,17 +364,18 @@ def train(cfg: TrainConfig) -> dict:
         title = f"{cfg.name} ({device}, filters {cfg.filters}, {cfg.small_crop}/{cfg.crop}^3 cubes)"
         _plot(state["history"], run / "loss.png", title)
         if time.time() - last_export > cfg.export_every_min * 60:
-            _export(model, best_state, cfg, state, device)
+            _export(model, best_state, cfg, state, card_device)
             last_export = time.time()
-        if epoch_refresh_due(state["epoch"]):
+        if cfg.workers <= 0 and epoch_refresh_due(state["epoch"]):
             ds.refresh(list_shards(cfg.data, "train"))
-    _export(model, best_state, cfg, state, device)
+    _export(model, best_state, cfg, state, card_device)
     logging.getLogger("deepemhancer_engine.training").removeHandler(fh)
     return state
 
 
 def epoch_refresh_due(epoch: int) -> bool:
-    """Pick up shards written since the start every few epochs (generation may still run)."""
+    """Pick up shards written since the start every few epochs (generation may still run; in-process
+    batches only: loader processes keep the shard list they started with)."""
     return epoch % 4 == 0
 
 
