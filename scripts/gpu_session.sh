@@ -73,7 +73,7 @@ timeout $((SIM_END - $(el) + 20)) $PIN_GPU $PY benchmarks/speed.py --device cuda
     --sizes 256 384 --legacy-max 256 --fp32-sizes --sweep --no-resampled \
     --out "$W/speed/speed_gpu.md" --workdir "$W/speed/work" > "$W/logs/speed.log" 2>&1
 say "speed rc $?"
-rm -rf "$W/speed/work"
+cp "$W/speed/work/children.log" "$W/logs/speed_children.log" 2>/dev/null; rm -rf "$W/speed/work"
 pack
 wait $SIM
 say "simulation done: $(tail -1 "$W/logs/simulate.log")"
