@@ -17,9 +17,11 @@ Speed settings (measured on CPU and GPU, see ``benchmarks/results/speed.md``):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
+import warnings
 from typing import Callable, Optional, Union
 
 import numpy as np
@@ -230,8 +232,24 @@ class Predictor:
             torch.backends.cudnn.benchmark = True  # fixed cube shape: let cuDNN pick the fastest kernels
         self.timings: dict[str, float] = {}
 
+    @contextlib.contextmanager
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+        """The precision context of a forward pass: autocast when ``amp`` is on; on CUDA with ``amp`` off,
+        cuDNN's TF32 convolutions (PyTorch's default) are turned off too, so that fp32 means fp32."""
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            if self.device.type != "cuda":
+                yield
+                return
+            with warnings.catch_warnings():  # newer torch warns that this switch will be renamed
+                warnings.simplefilter("ignore")
+                before = torch.backends.cudnn.allow_tf32
+                torch.backends.cudnn.allow_tf32 = self.amp_dtype is not None
+            try:
+                yield
+            finally:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    torch.backends.cudnn.allow_tf32 = before
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else x

@@ -105,8 +105,8 @@ def test_cuda_matches_cpu(tiny_weights):
     net, card = load_model("tightTarget", tiny_weights)
     vol = np.random.default_rng(2).normal(scale=0.1, size=(40, 48, 37)).astype(np.float32)
     tiling = TilingConfig(tile=32, stride=16, blend=BlendMode.GAUSSIAN)
-    cpu = Predictor(net, CPU, batch_size=4).predict(vol, tiling)
-    gpu32 = Predictor(net, torch.device("cuda:0"), batch_size=4, amp=False).predict(vol, tiling)
+    cpu = Predictor(net, CPU, batch_size=4, amp="off").predict(vol, tiling)  # fp32 on any CPU
+    gpu32 = Predictor(net, torch.device("cuda:0"), batch_size=4, amp=False).predict(vol, tiling)  # TF32 off
     np.testing.assert_allclose(gpu32, cpu, rtol=1e-3, atol=1e-4 * float(np.abs(cpu).max()))
     gpu16 = Predictor(net, torch.device("cuda:0"), batch_size=4).predict(vol, tiling)  # fp16 autocast
     assert np.abs(gpu16 - cpu).max() <= 2e-2 * float(np.abs(cpu).max())

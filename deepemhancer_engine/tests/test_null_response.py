@@ -186,5 +186,7 @@ def test_shipped_null_responses_match_the_weights():
     shipped = load_null_responses(pt, card.sha256, 0.1)[(card.tile, pred.precision)]
     measured = pred.measure_null(card.tile)
     rms = lambda a: float(np.sqrt(np.mean(a.astype(np.float64) ** 2)))  # noqa: E731
-    # 32 noise cubes leave ~10 % sampling noise; another precision would differ by ~16 %, garbage by ~100 %
-    assert rms(measured - shipped) < 0.13 * rms(shipped), (rms(measured - shipped), rms(shipped))
+    # 32 noise cubes leave ~15 % sampling noise against the 128-cube file (the shipped default responds
+    # faintly: rms ~0.001 for noise of std 0.1); the other precision's entry differs by ~50 %, garbage or
+    # another model's by ~100 % or more
+    assert rms(measured - shipped) < 0.3 * rms(shipped), (rms(measured - shipped), rms(shipped))

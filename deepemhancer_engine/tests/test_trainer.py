@@ -106,3 +106,15 @@ def test_loader_processes_half_weights_and_card_text(tmp_path):
         assert torch.allclose(v, best[k].half().float()), k
     assert card.training["device"].startswith("cpu")
     assert card.notes.startswith("Compact 2/4/8 U-Net trained on CPU (1 threads)")
+
+
+def test_half_written_shards_are_not_listed(tmp_path):
+    """A generation stopped by --until can leave temporary files; training must not read them."""
+    from deepemhancer_engine.training.dataset import list_shards
+
+    _fake_shards(tmp_path)
+    tr, val = _stems()
+    (tmp_path / f"{tr}__s2.npz.tmp77.npz").write_bytes(b"partial")  # name used before this fix
+    (tmp_path / f"{tr}__s3.npz.tmp78").write_bytes(b"partial")
+    assert [p.name for p in list_shards(tmp_path, "train")] == [f"{tr}__s1.npz"]
+    assert [p.name for p in list_shards(tmp_path, "val")] == [f"{val}__s1.npz"]

@@ -145,9 +145,14 @@ def run_job(job: Job) -> tuple[str, str]:
         arrays = make_crops(job.structure, job.seed, crop=job.crop)
     except (DeepEMhancerError, ValueError, RuntimeError, MemoryError) as exc:
         return job.out, f"skipped: {exc}"
-    tmp = f"{job.out}.tmp{os.getpid()}.npz"
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, job.out)
+    tmp = f"{job.out}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as fh:  # a file object: numpy adds no ".npz", so no list_shards() match
+            np.savez_compressed(fh, **arrays)
+        os.replace(tmp, job.out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return job.out, "ok"
 
 
@@ -175,7 +180,7 @@ def generate(jobs: Sequence[Job], workers: int = 2, deadline: float | None = Non
 
 def list_shards(data_dir: str | os.PathLike[str], split: str = "train") -> list[Path]:
     """Shards of the train or the validation structures (see :func:`is_validation`)."""
-    shards = sorted(Path(data_dir).glob("*__s*.npz"))
+    shards = sorted(p for p in Path(data_dir).glob("*__s*.npz") if ".tmp" not in p.name)  # not half-written
     want_val = split == "val"
     return [p for p in shards if is_validation(p.name.split("__s")[0]) == want_val]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -102,34 +103,60 @@ class _Batches:
         return augment.blur_and_corrupt(x, rng), y
 
 
-class _BatchStream(torch.utils.data.IterableDataset):
-    """Endless batches made in loader processes, each with its own generator (``workers`` > 0)."""
+def _produce(queue, shards: list[Path], cfg: TrainConfig, input_key: str, seed: int, worker: int) -> None:
+    """Loader process: endless batches into ``queue`` (tensors travel through shared memory)."""
+    torch.set_num_threads(1)
+    ds = CropDataset(shards, target=cfg.target, input_key=input_key, max_resolution=cfg.max_resolution,
+                     band_limited=cfg.band_limit)
+    batches = _Batches(ds, cfg, np.random.default_rng([seed, worker]))
+    while True:
+        queue.put(batches.next())
 
-    def __init__(self, shards: list[Path], cfg: TrainConfig, input_key: str, seed: int) -> None:
-        super().__init__()
-        self.shards, self.cfg, self.input_key, self.seed = shards, cfg, input_key, seed
 
-    def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        torch.set_num_threads(1)
-        rng = np.random.default_rng([self.seed, info.id if info is not None else 0])
-        ds = CropDataset(self.shards, target=self.cfg.target, input_key=self.input_key,
-                         max_resolution=self.cfg.max_resolution, band_limited=self.cfg.band_limit)
-        batches = _Batches(ds, self.cfg, rng)
+class _WorkerBatches:
+    """Batches made by ``cfg.workers`` loader processes, each with its own generator; :meth:`close`
+    ends them at once (a DataLoader over an endless stream took up to a minute to shut down)."""
+
+    def __init__(self, cfg: TrainConfig, input_key: str, seed: int) -> None:
+        import torch.multiprocessing as tmp
+
+        ctx = tmp.get_context("fork" if "fork" in tmp.get_all_start_methods() else "spawn")
+        self.queue = ctx.Queue(maxsize=4 * cfg.workers)
+        shards = list_shards(cfg.data, "train")
+        self.procs = [ctx.Process(target=_produce, args=(self.queue, shards, cfg, input_key, seed, i), daemon=True)
+                      for i in range(cfg.workers)]
+        for proc in self.procs:
+            proc.start()
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         while True:
-            yield batches.next()
+            try:
+                x, y = self.queue.get(timeout=60)
+                return x.clone(), y.clone()  # own memory: the shared segment is released at once
+            except queue.Empty as exc:  # a loader died?
+                dead = [p.exitcode for p in self.procs if not p.is_alive()]
+                if dead:
+                    raise RuntimeError(f"training loader process(es) stopped (exit codes {dead})") from exc
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            proc.join(timeout=5)
+        self.queue.cancel_join_thread()
+        self.queue.close()
 
 
-def _batch_source(ds: CropDataset, cfg: TrainConfig, rng: np.random.Generator, input_key: str, step: int,
-                  pin: bool):
-    """A function returning the next (input, target) batch: in-process, or from loader processes."""
+class _InProcessBatches(_Batches):
+    def close(self) -> None:
+        pass
+
+
+def _batch_source(ds: CropDataset, cfg: TrainConfig, rng: np.random.Generator, input_key: str, step: int):
+    """Where batches come from: this process (``workers`` 0, bit-reproducible), or loader processes."""
     if cfg.workers <= 0:
-        return _Batches(ds, cfg, rng).next
-    stream = _BatchStream(list_shards(cfg.data, "train"), cfg, input_key, seed=cfg.seed * 1_000_003 + step)
-    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=cfg.workers, prefetch_factor=4,
-                                         persistent_workers=True, pin_memory=pin)
-    it = iter(loader)
-    return lambda: next(it)
+        return _InProcessBatches(ds, cfg, rng)
+    return _WorkerBatches(cfg, input_key, seed=cfg.seed * 1_000_003 + step)
 
 
 def _device_name(device: str) -> str:
@@ -228,7 +255,8 @@ def card_fields(cfg: TrainConfig, state: dict, device: str) -> dict:
             "validation_noise_abs": best.get("noise_abs"),
             "wall_hours": round(state.get("elapsed", 0.0) / 3600, 3),
             "batch": cfg.batch,
-            "crop": f"{cfg.small_crop}^3 (p={cfg.p_small}) or {cfg.crop}^3 per batch",
+            "crop": f"{cfg.small_crop}^3 (p={cfg.p_small}) or {cfg.crop}^3 per batch" if cfg.p_small > 0
+                    else f"{cfg.crop}^3",
             "lr": cfg.lr,
             "loss": "L1",
             "optimizer": "Adam, lr halved after %d epochs of %d steps without improvement"
@@ -323,51 +351,54 @@ def train(cfg: TrainConfig) -> dict:
     elif cfg.init is not None:
         model.load_state_dict(torch.load(cfg.init, map_location=device, weights_only=True))
         log.info("initialised from %s", cfg.init)
-    next_batch = _batch_source(ds, cfg, rng, input_key, state["step"], pin=device == "cuda")
+    source = _batch_source(ds, cfg, rng, input_key, state["step"])
     card_device = _device_name(device)
     last_export = time.time()
     t_prev, elapsed0 = time.time(), state["elapsed"]
     model.train()
     stop = False
-    while not stop:
-        running = []
-        for _ in range(cfg.epoch_steps):
-            x, y = next_batch()
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=cfg.amp and device == "cuda"):
-                out = model(x.to(device, non_blocking=True))
-            loss = torch.nn.functional.l1_loss(out.float(), y.to(device, non_blocking=True))
-            loss.backward()
-            opt.step()
-            running.append(loss.item())
-            state["step"] += 1
-            if time.time() > end - 30 or (cfg.max_steps is not None and state["step"] >= cfg.max_steps):
-                stop = True
-                break
-        state["epoch"] += 1
-        metrics = evaluate(model, vx, vy, device)
-        sched.step(metrics["val_l1"])
-        state["elapsed"] = elapsed0 + time.time() - t_prev
-        entry = {"step": state["step"], "epoch": state["epoch"], "train_l1": float(np.mean(running)),
-                 "lr": opt.param_groups[0]["lr"], "time_h": state["elapsed"] / 3600, **metrics}
-        state["history"].append(entry)
-        if metrics["val_l1"] < state["best"].get("val_l1", float("inf")):
-            state["best"] = {"step": state["step"], **metrics}
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            _atomic_torch_save(best_state, run / "best.pt")
-        log.info("epoch %d step %d train %.5f val %.5f noise %.5f lr %.2g (%.0f s)", state["epoch"],
-                 state["step"], entry["train_l1"], metrics["val_l1"], metrics["noise_abs"], entry["lr"],
-                 state["elapsed"])
-        _atomic_torch_save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                            "state": state, "best_model": best_state, "rng": rng.bit_generator.state}, ckpt)
-        (run / "history.json").write_text(json.dumps(state["history"], indent=1))
-        title = f"{cfg.name} ({device}, filters {cfg.filters}, {cfg.small_crop}/{cfg.crop}^3 cubes)"
-        _plot(state["history"], run / "loss.png", title)
-        if time.time() - last_export > cfg.export_every_min * 60:
-            _export(model, best_state, cfg, state, card_device)
-            last_export = time.time()
-        if cfg.workers <= 0 and epoch_refresh_due(state["epoch"]):
-            ds.refresh(list_shards(cfg.data, "train"))
+    try:
+        while not stop:
+            running = []
+            for _ in range(cfg.epoch_steps):
+                x, y = source.next()
+                opt.zero_grad(set_to_none=True)
+                with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=cfg.amp and device == "cuda"):
+                    out = model(x.to(device, non_blocking=True))
+                loss = torch.nn.functional.l1_loss(out.float(), y.to(device, non_blocking=True))
+                loss.backward()
+                opt.step()
+                running.append(loss.item())
+                state["step"] += 1
+                if time.time() > end - 30 or (cfg.max_steps is not None and state["step"] >= cfg.max_steps):
+                    stop = True
+                    break
+            state["epoch"] += 1
+            metrics = evaluate(model, vx, vy, device)
+            sched.step(metrics["val_l1"])
+            state["elapsed"] = elapsed0 + time.time() - t_prev
+            entry = {"step": state["step"], "epoch": state["epoch"], "train_l1": float(np.mean(running)),
+                     "lr": opt.param_groups[0]["lr"], "time_h": state["elapsed"] / 3600, **metrics}
+            state["history"].append(entry)
+            if metrics["val_l1"] < state["best"].get("val_l1", float("inf")):
+                state["best"] = {"step": state["step"], **metrics}
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                _atomic_torch_save(best_state, run / "best.pt")
+            log.info("epoch %d step %d train %.5f val %.5f noise %.5f lr %.2g (%.0f s)", state["epoch"],
+                     state["step"], entry["train_l1"], metrics["val_l1"], metrics["noise_abs"], entry["lr"],
+                     state["elapsed"])
+            _atomic_torch_save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                                "state": state, "best_model": best_state, "rng": rng.bit_generator.state}, ckpt)
+            (run / "history.json").write_text(json.dumps(state["history"], indent=1))
+            title = f"{cfg.name} ({device}, filters {cfg.filters}, {cfg.small_crop}/{cfg.crop}^3 cubes)"
+            _plot(state["history"], run / "loss.png", title)
+            if time.time() - last_export > cfg.export_every_min * 60:
+                _export(model, best_state, cfg, state, card_device)
+                last_export = time.time()
+            if cfg.workers <= 0 and epoch_refresh_due(state["epoch"]):
+                ds.refresh(list_shards(cfg.data, "train"))
+    finally:
+        source.close()
     _export(model, best_state, cfg, state, card_device)
     logging.getLogger("deepemhancer_engine.training").removeHandler(fh)
     return state
