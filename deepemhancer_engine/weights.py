@@ -316,10 +316,22 @@ def save_weights(model: nn.Module, card_fields: Mapping[str, Any], path: str | o
     return path
 
 
+def _value(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _describe_training(training: Mapping[str, Any]) -> str:
+    """Flat entries on one line; each nested entry (dataset, ...) on its own indented line."""
+    flat = ", ".join(f"{k}: {_value(v)}" for k, v in training.items() if not isinstance(v, Mapping))
+    nested = [f"\n  {k}: " + ", ".join(f"{kk}: {_value(vv)}" for kk, vv in v.items())
+              for k, v in training.items() if isinstance(v, Mapping) and v]
+    return (flat or "not described") + "".join(nested)
+
+
 def describe(card: ModelCard) -> str:
     """Multi-line human summary of a card (used by ``deepemhancer info``)."""
     filters = card.kwargs.get("filters")
-    training = ", ".join(f"{k}: {v}" for k, v in card.training.items()) or "not described"
+    training = _describe_training(card.training)
     lines = [
         f"model:         {card.name}" + (f" (version {card.version})" if card.version else ""),
         f"architecture:  {card.arch}" + (f", filters {'/'.join(map(str, filters))}" if filters else ""),

@@ -137,3 +137,10 @@ def test_random_placeholder_and_describe(tmp_path, caplog):
         assert part in text
     with pytest.raises(ValueError, match="RANDOM WEIGHTS"):
         make_random_weights(tmp_path, "tightTarget", (2, 4, 8), note="trained")
+    import dataclasses
+
+    trained = dataclasses.replace(card, training={"steps": 3, "validation_l1": 0.0537293, "dataset": {"pairs": 2}})
+    lines = describe(trained).splitlines()
+    training = lines.index(next(line for line in lines if line.startswith("training:")))
+    assert lines[training].endswith("steps: 3, validation_l1: 0.05373")  # floats to 4 significant digits
+    assert lines[training + 1] == "  dataset: pairs: 2"  # nested entries on their own line
