@@ -178,6 +178,16 @@ def _band_noise(rng: np.random.Generator, n: int, tile: int, band: Optional[tupl
     return noise.astype(np.float32)
 
 
+def _set_cudnn_tf32(allow: bool) -> bool:
+    """Set cuDNN's TF32 switch; returns its previous value (newer torch warns that the switch will be
+    renamed: silenced)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        before = bool(torch.backends.cudnn.allow_tf32)
+        torch.backends.cudnn.allow_tf32 = allow
+    return before
+
+
 class Predictor:
     """Applies a cube network to whole maps.
 
@@ -240,16 +250,11 @@ class Predictor:
             if self.device.type != "cuda":
                 yield
                 return
-            with warnings.catch_warnings():  # newer torch warns that this switch will be renamed
-                warnings.simplefilter("ignore")
-                before = torch.backends.cudnn.allow_tf32
-                torch.backends.cudnn.allow_tf32 = self.amp_dtype is not None
+            before = _set_cudnn_tf32(self.amp_dtype is not None)
             try:
                 yield
             finally:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    torch.backends.cudnn.allow_tf32 = before
+                _set_cudnn_tf32(before)
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else x

@@ -79,6 +79,12 @@ def _atomic_torch_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _cubes(cfg: TrainConfig, shards: list[Path], input_key: str) -> CropDataset:
+    """The cubes of ``shards`` with this run's target, input normalisation, subset and band limit."""
+    return CropDataset(shards, target=cfg.target, input_key=input_key, max_resolution=cfg.max_resolution,
+                       band_limited=cfg.band_limit)
+
+
 class _Batches:
     """Random training batches: stored cubes (cropped, rotated, degraded) plus pure-noise cubes."""
 
@@ -102,15 +108,16 @@ class _Batches:
         x, y = augment.rotate_flip(x, y, rng)
         return augment.blur_and_corrupt(x, rng), y
 
+    def close(self) -> None:
+        """Nothing to end: batches are made in this process."""
 
-def _produce(queue, shards: list[Path], cfg: TrainConfig, input_key: str, seed: int, worker: int) -> None:
-    """Loader process: endless batches into ``queue`` (tensors travel through shared memory)."""
+
+def _produce(out, shards: list[Path], cfg: TrainConfig, input_key: str, seed: int, worker: int) -> None:
+    """Loader process: endless batches into the queue ``out`` (tensors travel through shared memory)."""
     torch.set_num_threads(1)
-    ds = CropDataset(shards, target=cfg.target, input_key=input_key, max_resolution=cfg.max_resolution,
-                     band_limited=cfg.band_limit)
-    batches = _Batches(ds, cfg, np.random.default_rng([seed, worker]))
+    batches = _Batches(_cubes(cfg, shards, input_key), cfg, np.random.default_rng([seed, worker]))
     while True:
-        queue.put(batches.next())
+        out.put(batches.next())
 
 
 class _WorkerBatches:
@@ -147,15 +154,10 @@ class _WorkerBatches:
         self.queue.close()
 
 
-class _InProcessBatches(_Batches):
-    def close(self) -> None:
-        pass
-
-
 def _batch_source(ds: CropDataset, cfg: TrainConfig, rng: np.random.Generator, input_key: str, step: int):
     """Where batches come from: this process (``workers`` 0, bit-reproducible), or loader processes."""
     if cfg.workers <= 0:
-        return _InProcessBatches(ds, cfg, rng)
+        return _Batches(ds, cfg, rng)
     return _WorkerBatches(cfg, input_key, seed=cfg.seed * 1_000_003 + step)
 
 
@@ -166,8 +168,7 @@ def _device_name(device: str) -> str:
 
 
 def _validation_set(cfg: TrainConfig, input_key: str) -> tuple[torch.Tensor, torch.Tensor]:
-    val = CropDataset(list_shards(cfg.data, "val"), target=cfg.target, input_key=input_key,
-                      max_resolution=cfg.max_resolution, band_limited=cfg.band_limit)
+    val = _cubes(cfg, list_shards(cfg.data, "val"), input_key)
     if len(val) == 0:
         raise InputError(f"{cfg.data}: no validation cubes (no shard of a validation structure"
                          + (f" with resolution better than {cfg.max_resolution} A" if cfg.max_resolution else "")
@@ -323,8 +324,7 @@ def train(cfg: TrainConfig) -> dict:
     start = time.time()
     end = _budget_end(cfg, start)
     input_key = "x_mask" if cfg.normalization == "mask" else "x_noise"
-    ds = CropDataset(list_shards(cfg.data, "train"), target=cfg.target, input_key=input_key,
-                     max_resolution=cfg.max_resolution, band_limited=cfg.band_limit)
+    ds = _cubes(cfg, list_shards(cfg.data, "train"), input_key)
     vx, vy = _validation_set(cfg, input_key)
     log.info("%s: %d training cubes, %d validation cubes, device %s", cfg.name, len(ds), len(vx), device)
     if device == "cuda":
