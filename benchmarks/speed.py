@@ -85,14 +85,17 @@ def _skippable_cubes(mask, voxel: float) -> dict:
     """Cubes a mask lets the engine skip, at the default stride (on the 1 A working grid)."""
     import numpy as np
 
-    from deepemhancer_engine.config import DEFAULT_STRIDE, TILE_SIZE
+    from deepemhancer_engine.config import TilingConfig
+    from deepemhancer_engine.inference import cube_alignment
     from deepemhancer_engine.model import SIZE_MULTIPLE
     from deepemhancer_engine.resample import to_working_grid
     from deepemhancer_engine.tiling import TileGrid, pad_to_tile, split_by_mask
 
+    tiling = TilingConfig()  # the default cubes, as Predictor.predict lays them out
+    align = cube_alignment(tiling.tile, tiling.stride, SIZE_MULTIPLE)
     work, _ = to_working_grid(mask, (voxel,) * 3, target=1.0)
-    work = pad_to_tile(np.clip(work, 0, 1), TILE_SIZE, align=SIZE_MULTIPLE)[0]
-    grid = TileGrid.from_shape(work.shape, TILE_SIZE, DEFAULT_STRIDE, SIZE_MULTIPLE)
+    work = pad_to_tile(np.clip(work, 0, 1), tiling.tile, align=align)[0]
+    grid = TileGrid.from_shape(work.shape, tiling.tile, tiling.stride, align, tiling.cube_lattice)
     needed, skipped = split_by_mask(grid, work)
     return {"total": grid.n_tiles, "skipped": len(skipped)}
 

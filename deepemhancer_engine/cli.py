@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"voxels between cube starts (default {DEFAULT_STRIDE}; the original used 16)")
     adv.add_argument("--blend", choices=("gaussian", "constant"), default="gaussian",
                      help="gaussian (default) or constant (uniform averaging, like the original)")
+    adv.add_argument("--lattice", choices=("fcc", "cubic"), default=None,
+                     help="which cubes of the grid run: fcc = half of them in a 3-D checkerboard (default with "
+                          "gaussian blending and a stride of at most half the cube), cubic = all (the original; "
+                          "default otherwise)")
     adv.add_argument("--resolution", type=float, default=None, metavar="A",
                      help="keep the network's output up to this resolution (A) and the input's data beyond it "
                           "(default: the half-map FSC-0.143 with -i2; no limit for a single map)")
@@ -144,7 +148,7 @@ def config_from_args(args: argparse.Namespace):
         model=args.model,
         weights=Path(args.weights) if args.weights else None,
         normalization=norm,
-        tiling=TilingConfig(stride=args.stride, blend=args.blend),
+        tiling=TilingConfig(stride=args.stride, blend=args.blend, lattice=args.lattice),
         inference=InferenceConfig(device=device, gpu_ids=ids, batch_size=args.batch_size,
                                   null_correction=getattr(args, "null_correction", True)),
         cleaning_strength=args.cleaning,

@@ -15,11 +15,12 @@ from .errors import InputError
 
 #: Edge of the cubes the network sees (voxels at 1 A/voxel), as in the paper.
 TILE_SIZE = 64
-#: Default largest distance between cube starts. The original uses 16 (64 cubes per voxel); Gaussian
-#: blending at 40 needs ~10x fewer cubes (256^3: 216 instead of 2,197) while every voxel is still
-#: predicted mostly from cubes where it lies >= 12 voxels from the cube faces (overlap >= 24 voxels).
-#: Measured in benchmarks/results/speed.md (benchmarks/speed.py, stride sweep).
-DEFAULT_STRIDE = 40
+#: Default distance between cube starts. The original uses 16 on a cubic grid (64 cubes per voxel).
+#: The default keeps half the cubes of a stride-32 grid, in a face-centred cubic (checkerboard) lattice
+#: (:class:`Lattice`): 256^3 needs 172 cubes instead of the original's 2,197, and the output is closer
+#: to the original's than the former stride-40 cubic grid with 216 cubes (docs/design.md, "Cube lattice";
+#: benchmarks/results/speed.md).
+DEFAULT_STRIDE = 32
 #: Voxel size the networks were trained at (A/voxel).
 WORKING_VOXEL_SIZE = 1.0
 #: Standard deviation of the solvent noise after normalisation (paper: mean 0, std 0.1).
@@ -54,6 +55,21 @@ class BlendMode(str, enum.Enum):
 
     GAUSSIAN = "gaussian"
     CONSTANT = "constant"  # uniform averaging, like the original
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Lattice(str, enum.Enum):
+    """Which cubes of the grid of starts are run.
+
+    CUBIC: every cube (the original). FCC: a face-centred cubic lattice, the cubes whose three grid
+    indices add up to an even number (a 3-D checkerboard) plus the grid's corner cubes: half the cubes,
+    and with a stride of at most half the cube every voxel still lies in at least one cube.
+    """
+
+    FCC = "fcc"
+    CUBIC = "cubic"
 
     def __str__(self) -> str:
         return self.value
@@ -101,20 +117,40 @@ class NormalizationConfig:
 
 @dataclass(frozen=True)
 class TilingConfig:
-    """Cube size, distance between cube starts, and how overlaps are blended."""
+    """Cube size, distance between cube starts, how overlaps are blended, and which cubes run.
+
+    ``lattice`` None picks :attr:`Lattice.FCC` for Gaussian blending with a stride of at most half the
+    cube (the default), :attr:`Lattice.CUBIC` otherwise (``--blend constant --stride 16`` is the
+    original's setting, cube for cube); see :attr:`cube_lattice`.
+    """
 
     tile: int = TILE_SIZE
     stride: int = DEFAULT_STRIDE
     blend: BlendMode = BlendMode.GAUSSIAN
+    lattice: Lattice | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "blend", parse_option(BlendMode, self.blend, "blend mode"))
+        if self.lattice is not None:
+            object.__setattr__(self, "lattice", parse_option(Lattice, self.lattice, "cube lattice"))
         if int(self.tile) != self.tile or self.tile < 8:
             raise InputError(f"cube size must be an integer of at least 8, got {self.tile!r}")
         if int(self.stride) != self.stride or not 1 <= self.stride <= self.tile:
             raise InputError(
                 f"stride must be an integer between 1 and the cube size {self.tile}, got {self.stride!r}"
             )
+        if self.lattice is Lattice.FCC and 2 * self.stride > self.tile:
+            raise InputError(
+                f"the fcc lattice needs a stride of at most half the cube size ({self.tile // 2}), got {self.stride}"
+            )
+
+    @property
+    def cube_lattice(self) -> Lattice:
+        """The lattice used: ``lattice``, or when None, FCC for Gaussian blending with ``2 stride <= tile``."""
+        if self.lattice is not None:
+            return self.lattice  # type: ignore[return-value]
+        fcc = self.blend is BlendMode.GAUSSIAN and 2 * self.stride <= self.tile
+        return Lattice.FCC if fcc else Lattice.CUBIC
 
 
 @dataclass(frozen=True)

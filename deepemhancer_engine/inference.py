@@ -50,6 +50,28 @@ CUDA_MEMORY_FRACTION = 0.5
 NULL_CUBES = 32
 #: Seed of those cubes (fixed: the correction, and so the output, is deterministic).
 NULL_SEED = 20211
+#: Cube starts are multiples of this where the stride allows (twice the U-Net's downsampling factor):
+#: the grid of the original's stride-16 cubes, so every cube of the default stride is one the original
+#: also evaluates (docs/design.md, "Aligned cube starts").
+GRID_ALIGN = 16
+
+
+def cube_alignment(tile: int, stride: int, multiple: int) -> int:
+    """The alignment of cube starts for a network shift-equivariant for shifts by ``multiple`` voxels.
+
+    :data:`GRID_ALIGN` when it is a multiple of ``multiple`` (> 1), at most ``stride`` and leaves no gap
+    between cubes (``stride + align <= tile``, see :func:`tiling.axis_starts`); else ``multiple`` under
+    the same conditions; else 1.
+
+    Example:
+        >>> cube_alignment(64, 40, 8), cube_alignment(64, 16, 8), cube_alignment(64, 12, 8), cube_alignment(64, 60, 8)
+        (16, 16, 8, 1)
+    """
+    if multiple > 1:
+        for align in (GRID_ALIGN, multiple):
+            if align % multiple == 0 and align <= stride and stride + align <= tile:
+                return align
+    return 1
 
 
 def _usable_cpus() -> int:
@@ -331,8 +353,13 @@ class Predictor:
         torch.cuda.reset_peak_memory_stats(dev)
         base = torch.cuda.memory_allocated(dev)
         probe = 2
-        with torch.inference_mode(), self._autocast():
-            self.model(self._input(torch.zeros((probe, 1, tile, tile, tile), device=dev)))
+        autotune = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = False  # cuDNN's autotuning is paid per input shape: not for the probe's
+        try:
+            with torch.inference_mode(), self._autocast():
+                self.model(self._input(torch.zeros((probe, 1, tile, tile, tile), device=dev)))
+        finally:
+            torch.backends.cudnn.benchmark = autotune
         per_cube = (torch.cuda.max_memory_allocated(dev) - base) / probe
         n = batch_from_memory(free, per_cube)
         log.info("GPU batch size %d (%.0f MB per cube, %.1f GB free)", n, per_cube / 2**20, free / 2**30)
@@ -368,12 +395,12 @@ class Predictor:
         multiple = int(getattr(self.model, "size_multiple", 1))
         if tiling.tile % multiple:
             raise InputError(f"cube size {tiling.tile} must be divisible by {multiple} for this network")
-        # Cube starts on multiples of the network's downsampling factor: the network is shift-equivariant
-        # only for such shifts, so every cube then makes the same prediction for the same voxel.
-        align = multiple if 1 < multiple <= tiling.stride else 1
+        # Cube starts on multiples of the network's downsampling factor (the network is shift-equivariant
+        # only for such shifts), and of 16 where the stride allows (the original's stride-16 grid).
+        align = cube_alignment(tiling.tile, tiling.stride, multiple)
         padded, unpad = pad_to_tile(np.ascontiguousarray(array, dtype=np.float32), tiling.tile,
                                     noise_std=self.null_std, align=align)
-        grid = TileGrid.from_shape(padded.shape, tiling.tile, tiling.stride, align)
+        grid = TileGrid.from_shape(padded.shape, tiling.tile, tiling.stride, align, tiling.cube_lattice)
         merger = TileMerger(grid, tiling.blend)
         starts = None
         if mask is not None:
@@ -388,8 +415,8 @@ class Predictor:
         try:
             batch_size = self.resolve_batch_size(grid.tile)
             log.info(
-                "Predicting %d cubes of %d^3 (%s per axis, stride %d, %s blending%s) on %s, batch %d%s%s",
-                total, grid.tile, "x".join(str(len(s)) for s in grid.starts), grid.stride, tiling.blend,
+                "Predicting %d cubes of %d^3 (%s grid, %s lattice, stride %d, %s blending%s) on %s, batch %d%s%s",
+                total, grid.tile, "x".join(str(len(s)) for s in grid.starts), grid.lattice, grid.stride, tiling.blend,
                 f", {merger.n_skipped} solvent cubes skipped" if merger.n_skipped else "", self.device,
                 batch_size, f", {self.amp_dtype} autocast".replace("torch.", "") if self.amp_dtype else "",
                 ", channels-last" if self.channels_last else "",
@@ -439,11 +466,13 @@ class Predictor:
         """GPU loop with overlap: while the GPU runs batch k, the CPU cuts batch k+1 and blends batch k-1.
 
         Cubes travel through two pinned host buffers each way (non-blocking copies on the current
-        stream); the blending weights are applied on the GPU, so the CPU only adds.
+        stream); the blending weights are applied on the GPU, so the CPU only adds. Every forward pass
+        has the full batch shape (a short last batch is run with the rest of its buffer, whose outputs
+        are dropped): cuDNN autotunes once per input shape, which costs more than the few extra cubes.
         """
         dev, tile = self.device, grid.tile
         shape = (batch_size, 1, tile, tile, tile)
-        ins = [torch.empty(shape, dtype=torch.float32).pin_memory() for _ in range(2)]
+        ins = [torch.zeros(shape, dtype=torch.float32).pin_memory() for _ in range(2)]
         outs = [torch.empty(shape, dtype=torch.float32).pin_memory() for _ in range(2)]
         done, blend_s, pending = 0, 0.0, None
         t0 = time.perf_counter()
@@ -453,11 +482,11 @@ class Predictor:
             null_t = torch.from_numpy(null).to(dev) if null is not None else None
             for k, (batch, chunk) in enumerate(iter_batches(padded, grid, batch_size, starts=starts)):
                 n = len(chunk)
-                host_in, host_out = ins[k % 2][:n], outs[k % 2][:n]
-                host_in.copy_(torch.from_numpy(batch).unsqueeze(1))
-                x = self._input(host_in.to(dev, non_blocking=True))
+                host_out = outs[k % 2][:n]
+                ins[k % 2][:n].copy_(torch.from_numpy(batch).unsqueeze(1))
+                x = self._input(ins[k % 2].to(dev, non_blocking=True))  # the whole buffer: one shape
                 with self._autocast():
-                    y = self.model(x)
+                    y = self.model(x)[:n]
                 y = y.float()
                 if null_t is not None:
                     y = y.sub_(null_t)

@@ -119,9 +119,10 @@ def cache_dir() -> Optional[Path]:
 class NullStore:
     """Where a predictor finds null responses it need not measure (``Predictor.null_store``).
 
-    White noise: the file shipped beside the weights (:func:`load_null_responses`). Band-limited noise
-    (inputs with voxels coarser than the network's): a per-user cache (:func:`cache_dir`), filled the
-    first time a band is measured, so later runs on data of the same voxel size skip the 32 noise cubes.
+    White noise: the file shipped beside the weights (:func:`load_null_responses`; fp32 and bf16, the CPU
+    precisions). Anything else (fp16 on a GPU, another cube size, band-limited noise for inputs with
+    voxels coarser than the network's): a per-user cache (:func:`cache_dir`), filled the first time it
+    is measured, so later runs skip the 32 noise cubes.
     Cache entries hold exactly what the predictor measured (float16); their names carry the weights'
     SHA-256, precision, cube size, band, noise level, seed and number of cubes. A cache that cannot be
     written is skipped silently (logged at debug level).
@@ -133,13 +134,13 @@ class NullStore:
         self.shipped = load_null_responses(pt_path, sha256, null_std)
         self.cache = (cache if cache is not None else cache_dir()) if use_cache else None
 
-    def _entry(self, tile: int, precision: str, band: tuple[float, ...]) -> Optional[Path]:
-        """Cache file of a band-limited response measured as the predictor does (seed, cube count)."""
+    def _entry(self, tile: int, precision: str, band: Optional[tuple[float, ...]]) -> Optional[Path]:
+        """Cache file of a response measured as the predictor does (seed, cube count); band None: white."""
         from .inference import NULL_CUBES, NULL_SEED
 
         if self.cache is None:
             return None
-        tag = "_".join(f"{b:.3f}" for b in band)
+        tag = "white" if band is None else "_".join(f"{b:.3f}" for b in band)
         return self.cache / (f"null-{self.sha256[:16]}-{precision}-{int(tile)}-{tag}-{self.null_std:g}"
                              f"-s{NULL_SEED}x{NULL_CUBES}.npz")
 
@@ -148,17 +149,19 @@ class NullStore:
         """``(response, where it came from)``, or ``(None, "")`` when it must be measured."""
         if band is None:
             found = self.shipped.get((int(tile), precision))
-            return (found, "shipped with the weights") if found is not None else (None, "")
+            if found is not None:
+                return found, "shipped with the weights"
         path = self._entry(tile, precision, band)
         found = _read(path, self.sha256, self.null_std, quiet=True).get(_key(tile, precision)) if path else None
         return (found, f"cached in {path}") if found is not None else (None, "")
 
     def put(self, tile: int, precision: str, band: Optional[tuple[float, ...]], response: np.ndarray) -> None:
-        """Cache a band-limited response measured by :meth:`Predictor.measure_null` with its defaults
-        (white ones come from the shipped file)."""
+        """Cache a response measured by :meth:`Predictor.measure_null` with its defaults (not those the
+        shipped file holds)."""
         from .inference import NULL_CUBES, NULL_SEED
 
-        path = self._entry(tile, precision, band) if band is not None else None
+        shipped = band is None and (int(tile), precision) in self.shipped
+        path = None if shipped else self._entry(tile, precision, band)
         if path is None:
             return
         try:

@@ -8,7 +8,8 @@ Cube starts follow nnU-Net's rule: per axis ``n = ceil((L - T) / S) + 1`` starts
 distance between starts never exceeds the stride. Axes shorter than the cube are zero-padded first
 (:func:`pad_to_tile`, with zeros or, for the network, noise), which returns the slices that undo the padding.
 
-Overlaps are blended with a weight map (:func:`weight_map`): an analytic Gaussian (sigma = tile / 4,
+The grid runs every cube or, as a face-centred cubic lattice, half of them (:class:`TileGrid`'s
+``lattice``). Overlaps are blended with a weight map (:func:`weight_map`): an analytic Gaussian (sigma = 3 tile / 8,
 floor 1e-3) or uniform weights (legacy DeepEMhancer averaging, but with weights starting at 0, not at
 the original's 1). Accumulation is in float32 over one volume-sized sum and one volume-sized weight sum,
 so memory grows with the map, not with the number of cubes.
@@ -36,7 +37,7 @@ from typing import Iterator, Sequence, Tuple
 import numpy as np
 import numpy.typing as npt
 
-from .config import BlendMode, parse_option
+from .config import BlendMode, Lattice, parse_option
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +46,10 @@ Start3 = Tuple[int, int, int]
 
 #: Smallest Gaussian weight, so that every voxel of a cube contributes (MONAI uses the same floor).
 WEIGHT_FLOOR = 1e-3
-#: Gaussian sigma as a fraction of the cube edge. nnU-Net and MONAI use 1/8; at the default stride 40
-#: the broader 1/4 keeps the output closer to the original's uniform stride-16 average (CC inside the
-#: molecule 0.983 -> 0.991 on a 200^3 test map; sweep of 1/8 to 2/5 in benchmarks/results/speed.md).
-SIGMA_FRACTION = 1.0 / 4.0
+#: Gaussian sigma as a fraction of the cube edge. nnU-Net and MONAI use 1/8; the broader 3/8 keeps the
+#: output of the default fcc lattice closest to the original's uniform stride-16 average (CC inside the
+#: molecule on a 256^3 test map: 1/4 0.9946, 1/3 0.9963, 2/5 0.9965, 1/2 0.9962; docs/design.md).
+SIGMA_FRACTION = 3.0 / 8.0
 #: Mask values at or below this count as solvent when deciding which cubes can be skipped.
 MASK_THRESHOLD = 1e-3
 
@@ -56,25 +57,30 @@ MASK_THRESHOLD = 1e-3
 def axis_starts(length: int, tile: int, stride: int, align: int = 1) -> list[int]:
     """Return the cube starts along one axis.
 
-    ``n = ceil((length - tile) / stride) + 1`` integer starts spread evenly from ``0`` to
-    ``length - tile`` (``floor(i * (length - tile) / (n - 1))``), so consecutive starts differ by at
-    most ``stride``. With ``align`` > 1 every start is a multiple of ``align``: the same rule in units
-    of ``align`` voxels with the stride rounded down to a multiple of it (``length - tile`` must be a
-    multiple of ``align``: pad with :func:`pad_to_tile` and the same ``align``).
+    ``n = ceil((length - tile) / stride) + 1`` starts spread evenly from ``0`` to ``length - tile``
+    (``i * (length - tile) / (n - 1)``): floored to integers, consecutive starts differ by at most
+    ``stride``. With ``align`` > 1 each evenly spread position is rounded to the nearest multiple of
+    ``align`` instead (halves up), so the count stays the one ``stride`` asks for and consecutive starts
+    differ by less than ``stride + align`` (``length - tile`` must be a multiple of ``align``: pad with
+    :func:`pad_to_tile` and the same ``align``).
 
     Args:
         length: axis length in voxels, at least ``tile`` (pad first with :func:`pad_to_tile`).
         tile: cube edge in voxels.
-        stride: largest allowed distance between consecutive starts, ``1 <= stride``.
+        stride: distance between consecutive starts the count is chosen for, ``1 <= stride``.
         align: starts are multiples of this (``align <= stride``).
+
+    Raises:
+        ValueError: bad arguments, an axis shorter than ``tile`` or not padded for ``align``, or starts
+            that would leave voxels outside every cube (``stride + align`` too large for ``tile``).
 
     Example:
         >>> axis_starts(10, 5, 3)
         [0, 2, 5]
         >>> axis_starts(110, 64, 32)
         [0, 23, 46]
-        >>> axis_starts(256, 64, 40, align=8)
-        [0, 32, 72, 112, 152, 192]
+        >>> axis_starts(256, 64, 40, align=16)
+        [0, 32, 80, 112, 160, 192]
     """
     if tile < 1 or stride < 1 or align < 1:
         raise ValueError(f"tile, stride and align must be positive, got {tile!r}, {stride!r}, {align!r}")
@@ -85,11 +91,17 @@ def axis_starts(length: int, tile: int, stride: int, align: int = 1) -> list[int
     span = length - tile
     if span % align:
         raise ValueError(f"axis length {length} minus the cube size {tile} is not a multiple of {align}; pad it")
-    units, step = span // align, stride // align
-    n = math.ceil(units / step) + 1
+    n = math.ceil(span / stride) + 1
     if n == 1:
         return [0]
-    return [align * (i * units // (n - 1)) for i in range(n)]
+    if align == 1:
+        return [i * span // (n - 1) for i in range(n)]
+    units = span // align
+    starts = [align * ((2 * i * units + n - 1) // (2 * (n - 1))) for i in range(n)]
+    if any(b - a > tile for a, b in zip(starts, starts[1:])):
+        raise ValueError(f"stride {stride} with starts on multiples of {align} leaves gaps between "
+                         f"{tile}-voxel cubes; use a smaller stride or alignment")
+    return starts
 
 
 @dataclass(frozen=True)
@@ -99,33 +111,56 @@ class TileGrid:
     Attributes:
         shape: (Z, Y, X) shape of the volume the cubes cover (already padded to at least ``tile``).
         tile: cube edge in voxels.
-        stride: largest distance between consecutive cube starts, in voxels.
+        stride: distance between consecutive cube starts the grid was built for, in voxels.
         starts: per axis (Z, Y, X), the sorted cube starts.
+        lattice: ``"cubic"``: every combination of the per-axis starts is a cube; ``"fcc"``: only those
+            whose three indices add up to an even number, and the corner cubes (a face-centred cubic
+            lattice: about half the cubes; needs consecutive starts at most ``tile / 2`` apart, so that
+            every voxel away from the corners lies in two cubes per axis, one of either parity).
     """
 
     shape: Shape3
     tile: int
     stride: int
     starts: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+    lattice: str = "cubic"
 
     @classmethod
-    def from_shape(cls, shape: Sequence[int], tile: int, stride: int, align: int = 1) -> TileGrid:
+    def from_shape(cls, shape: Sequence[int], tile: int, stride: int, align: int = 1,
+                   lattice: Lattice | str = Lattice.CUBIC) -> TileGrid:
         """Build the grid for a volume of ``shape`` (every axis at least ``tile``; starts multiples of
-        ``align``, see :func:`axis_starts`)."""
+        ``align``, see :func:`axis_starts`; ``lattice`` as in the class doc).
+
+        Raises:
+            ValueError: a bad shape, or an fcc lattice whose starts lie more than ``tile / 2`` apart.
+        """
         if len(shape) != 3:
             raise ValueError(f"expected a 3-D shape, got {tuple(shape)!r}")
+        lattice = parse_option(Lattice, lattice, "cube lattice")
         shape3 = tuple(int(s) for s in shape)
         starts = tuple(tuple(axis_starts(n, int(tile), int(stride), int(align))) for n in shape3)
-        return cls(shape=shape3, tile=int(tile), stride=int(stride), starts=starts)  # type: ignore[arg-type]
+        if lattice is Lattice.FCC and any(2 * (b - a) > tile for s in starts for a, b in zip(s, s[1:])):
+            raise ValueError(f"an fcc lattice needs cube starts at most {tile // 2} voxels apart, got {starts}")
+        return cls(shape=shape3, tile=int(tile), stride=int(stride), starts=starts,  # type: ignore[arg-type]
+                   lattice=str(lattice))
 
     @property
     def n_tiles(self) -> int:
-        """Total number of cubes."""
+        """Number of cubes the grid runs."""
+        if self.lattice == Lattice.FCC.value:
+            return sum(1 for _ in self.iter_starts())
         return math.prod(len(s) for s in self.starts)
 
     def iter_starts(self) -> Iterator[Start3]:
-        """Yield every cube start ``(z, y, x)`` in C order."""
-        return itertools.product(*self.starts)  # type: ignore[return-value]
+        """Yield the start ``(z, y, x)`` of every cube the grid runs, in C order."""
+        if self.lattice != Lattice.FCC.value:
+            return itertools.product(*self.starts)  # type: ignore[return-value]
+        last = [len(s) - 1 for s in self.starts]
+        return (
+            (self.starts[0][i], self.starts[1][j], self.starts[2][k])
+            for i, j, k in itertools.product(*(range(len(s)) for s in self.starts))
+            if (i + j + k) % 2 == 0 or (i in (0, last[0]) and j in (0, last[1]) and k in (0, last[2]))
+        )
 
     def slices(self, start: Start3) -> tuple[slice, slice, slice]:
         """Return the slices of the cube starting at ``start``."""
@@ -172,7 +207,7 @@ def pad_to_tile(
 def weight_map(tile: int, blend: BlendMode | str) -> npt.NDArray[np.float32]:
     """Return the (tile, tile, tile) float32 blending weights of one cube.
 
-    GAUSSIAN: outer product of three 1-D Gaussians centred on the cube with sigma = tile / 4,
+    GAUSSIAN: outer product of three 1-D Gaussians centred on the cube with sigma = 3 tile / 8,
     normalised to a maximum of 1 and clamped to at least 1e-3. CONSTANT: ones.
     """
     blend = parse_option(BlendMode, blend, "blend mode")

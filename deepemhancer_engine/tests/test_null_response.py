@@ -52,7 +52,7 @@ def test_linear_part_kept_and_null_deterministic():
     assert np.abs(null - PatternNet().pattern.numpy()).max() < 5 * 2 * 0.1 / np.sqrt(inference.NULL_CUBES)
     np.testing.assert_array_equal(null, b.null_response(TILE))  # fixed seed, independent of batch size
     assert np.corrcoef(out.ravel(), vol.ravel())[0, 1] > 0.99
-    assert a.timings["cubes"] == 27
+    assert a.timings["cubes"] == 14  # 3 x 3 x 3 grid, fcc lattice: the 14 cubes of even index sum (corners among them)
     assert a.null_response(TILE) is null  # measured once per cube size
 
 
@@ -129,9 +129,9 @@ def test_shipped_file_round_trip_and_used(tiny_weights, caplog):
         assert load_null_responses(tiny_weights, lm.card.sha256, 0.1) == {} and "cannot read" in caplog.text
 
 
-def test_band_limited_null_cached_per_user(tiny_weights, tmp_path, monkeypatch, caplog):
+def test_null_responses_not_shipped_cached_per_user(tiny_weights, tmp_path, monkeypatch, caplog):
     from deepemhancer_engine import nullresponse
-    from deepemhancer_engine.nullresponse import NullStore, cache_dir
+    from deepemhancer_engine.nullresponse import NullStore, cache_dir, measure
     from deepemhancer_engine.weights import load_model
 
     model, card = load_model("tightTarget", tiny_weights)
@@ -150,11 +150,19 @@ def test_band_limited_null_cached_per_user(tiny_weights, tmp_path, monkeypatch, 
     with caplog.at_level("INFO", logger="deepemhancer_engine.inference"):
         np.testing.assert_allclose(second.null_response(32, band), measured, rtol=1e-3, atol=1e-6)
     assert "cached in" in caplog.text
-    # other weights do not use it; white noise is never cached; an unwritable cache is skipped
+    # other weights do not use it
     other = NullStore(tiny_weights, "f" * 64, 0.1, cache)
     assert other.get(32, "float32", band) == (None, "")
-    first.null_store.put(32, "float32", None, measured)
-    assert len(list(cache.iterdir())) == 1
+    # white noise in a precision the shipped file lacks (fp16 on a GPU) is cached too; one it holds is not
+    first.null_store.put(32, "float16", None, measured)
+    found, where = first.null_store.get(32, "float16")
+    assert where.startswith("cached in") and "-float16-32-white-" in where
+    np.testing.assert_allclose(found, measured, rtol=1e-3, atol=1e-6)
+    measure(tiny_weights, cubes=6, precisions=("float32",))
+    with_file = NullStore(tiny_weights, card.sha256, 0.1, cache)
+    with_file.put(32, "float32", None, measured)
+    assert len(list(cache.iterdir())) == 2 and with_file.get(32, "float32")[1] == "shipped with the weights"
+    # an unwritable cache is skipped
     blocked = tmp_path / "file"
     blocked.write_text("x")
     NullStore(tiny_weights, card.sha256, 0.1, blocked / "sub").put(32, "float32", band, measured)

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from deepemhancer_engine.config import BlendMode
+from deepemhancer_engine.config import BlendMode, Lattice, TilingConfig
+from deepemhancer_engine.errors import InputError
 from deepemhancer_engine.tiling import (
     TileGrid,
     TileMerger,
@@ -57,28 +58,40 @@ def test_axis_starts_properties(length, stride):
 
 
 @pytest.mark.parametrize(
-    "length, stride, expected",
+    "length, stride, align, expected",
     [
-        (256, 40, [0, 32, 72, 112, 152, 192]),  # 24 units of 8, step 5: n = 6, 8 * floor(i * 24 / 5)
-        (256, 16, list(range(0, 193, 16))),
-        (256, 48, [0, 48, 96, 144, 192]),
-        (200, 40, [0, 32, 64, 96, 136]),  # 17 units, step 5: n = 5
-        (72, 40, [0, 8]),
-        (64, 40, [0]),
+        (256, 40, 8, [0, 40, 80, 112, 152, 192]),  # 24 units of 8, n = 6: 8 * round(i * 24 / 5)
+        (256, 16, 8, list(range(0, 193, 16))),
+        (256, 48, 8, [0, 48, 96, 144, 192]),
+        (200, 40, 8, [0, 32, 72, 104, 136]),  # 17 units, n = 5: round(4.25, 8.5, 12.75) = 4, 9, 13
+        (72, 40, 8, [0, 8]),
+        (64, 40, 8, [0]),
+        (256, 40, 16, [0, 32, 80, 112, 160, 192]),  # the default: 6 cubes, all on the stride-16 grid
+        (208, 40, 16, [0, 32, 80, 112, 144]),  # 9 units, n = 5: round(2.25, 4.5, 6.75) = 2, 5, 7
+        (256, 16, 16, list(range(0, 193, 16))),  # the legacy grid itself
+        (256, 48, 16, [0, 48, 96, 144, 192]),
     ],
 )
-def test_axis_starts_aligned_literal(length, stride, expected):
-    assert axis_starts(length, 64, stride, align=8) == expected
+def test_axis_starts_aligned_literal(length, stride, align, expected):
+    assert axis_starts(length, 64, stride, align=align) == expected
 
 
 @pytest.mark.parametrize("units", range(0, 40, 3))
-@pytest.mark.parametrize("stride", [8, 13, 16, 40, 64])
-def test_axis_starts_aligned_properties(units, stride):
-    length = 64 + 8 * units
-    s = axis_starts(length, 64, stride, align=8)
+@pytest.mark.parametrize("align, stride", [(8, 8), (8, 13), (8, 16), (8, 40), (8, 56),
+                                           (16, 16), (16, 24), (16, 40), (16, 48)])
+def test_axis_starts_aligned_properties(units, align, stride):
+    length = 64 + align * units
+    s = axis_starts(length, 64, stride, align=align)
     assert s[0] == 0 and s[-1] == length - 64
-    assert all(v % 8 == 0 for v in s)
-    assert all(0 < b - a <= stride for a, b in zip(s, s[1:]))
+    assert all(v % align == 0 for v in s)
+    assert len(s) == math.ceil((length - 64) / stride) + 1  # the count the stride asks for
+    assert all(0 < b - a < stride + align for a, b in zip(s, s[1:]))
+
+
+def test_axis_starts_aligned_refuses_gaps():
+    assert axis_starts(34, 10, 8) == [0, 8, 16, 24]  # unaligned: no gap
+    with pytest.raises(ValueError, match="leaves gaps"):
+        axis_starts(34, 10, 16, align=8)  # 0, 16, 24: 16 > 10
 
 
 def test_axis_starts_aligned_needs_padding():
@@ -132,9 +145,9 @@ def test_weight_map_gaussian():
     assert w.shape == (16, 16, 16) and w.dtype == np.float32
     assert w.max() == pytest.approx(1.0) and w.min() >= 1e-3
     np.testing.assert_allclose(w, w[::-1, ::-1, ::-1])  # symmetric about the centre
-    # separable 1-D profile through the centre pair, sigma = 16 / 4 = 4, centre 7.5: exp(-0.5 (d/4)^2)
+    # separable 1-D profile through the centre pair, sigma = 3 * 16 / 8 = 6, centre 7.5: exp(-0.5 (d/6)^2)
     d = np.arange(16) - 7.5
-    g = np.exp(-0.5 * (d / 4.0) ** 2)
+    g = np.exp(-0.5 * (d / 6.0) ** 2)
     g /= g.max()
     np.testing.assert_allclose(w[7, 7, :], np.maximum(g, 1e-3), rtol=1e-6)
 
@@ -201,10 +214,10 @@ def test_literal_1d_constant():
 
 
 def test_literal_1d_gaussian():
-    # tile 5: sigma 5/4, centre 2, so a voxel at distance d from a cube centre weighs exp(-0.32 d^2):
-    # a = w(1) = exp(-0.32), b = w(2) = exp(-1.28) (both above the 1e-3 floor). On the central z/y row
-    # the z and y factors are 1, so only x weights count.
-    a, b = math.exp(-0.32), math.exp(-1.28)
+    # tile 5: sigma 15/8, centre 2, so a voxel at distance d from a cube centre weighs exp(-(32/225) d^2):
+    # a = w(1) = exp(-32/225), b = w(2) = exp(-128/225) (both above the 1e-3 floor). On the central z/y
+    # row the z and y factors are 1, so only x weights count.
+    a, b = math.exp(-32 / 225), math.exp(-128 / 225)
     expected = np.array(
         [
             0, 0,  # only cube 0
@@ -218,7 +231,7 @@ def test_literal_1d_gaussian():
     )
     out = run_index((5, 5, 10), 5, 3, BlendMode.GAUSSIAN)
     np.testing.assert_allclose(out[2, 2], expected, atol=1e-6)
-    assert expected[2] == pytest.approx(0.2175502, abs=1e-6) and expected[5] == pytest.approx(1.276878, abs=1e-5)
+    assert expected[2] == pytest.approx(0.3614932, abs=1e-6) and expected[5] == pytest.approx(1.394923, abs=1e-5)
 
 
 def test_literal_3d_constant():
@@ -262,3 +275,48 @@ def test_merger_rejects_incomplete_and_bad_batches():
     merger.add(np.zeros((1, 1, 16, 16, 16)), [(0, 0, 0)])
     with pytest.raises(RuntimeError, match="1 of 2 cubes"):
         merger.result()
+
+
+# --- fcc lattice -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("per_axis, expected", [(1, 1), (2, 8), (3, 14), (6, 112), (7, 172)])
+def test_fcc_lattice_counts(per_axis, expected):
+    # even index sums: ceil(n^3 / 2); with an even count per axis (n - 1 odd) the corners of odd index sum
+    # (one or three indices at n - 1: 4 of them) are added, as nothing else covers them
+    length = 64 + 32 * (per_axis - 1)
+    grid = TileGrid.from_shape((length,) * 3, 64, 32, 16, "fcc")
+    assert [len(s) for s in grid.starts] == [per_axis] * 3
+    assert grid.n_tiles == expected == len(list(grid.iter_starts()))
+    cubic = TileGrid.from_shape((length,) * 3, 64, 32, 16)
+    assert set(grid.iter_starts()) <= set(cubic.iter_starts()) and cubic.n_tiles == per_axis ** 3
+
+
+@pytest.mark.parametrize("shape", [(64, 64, 64), (96, 128, 208), (80, 64, 112), (256, 96, 176), (48, 64, 80)])
+@pytest.mark.parametrize("tile, stride, align", [(64, 32, 16), (64, 24, 16), (32, 16, 8), (16, 8, 8)])
+def test_fcc_lattice_covers_and_blends_exactly(shape, tile, stride, align):
+    vol = np.random.default_rng(7).random(shape).astype(np.float32)
+    padded, unpad = pad_to_tile(vol, tile, align=align)
+    grid = TileGrid.from_shape(padded.shape, tile, stride, align, "fcc")
+    assert grid.n_tiles <= math.ceil(math.prod(len(s) for s in grid.starts) / 2) + 4
+    merger = TileMerger(grid, BlendMode.GAUSSIAN)
+    for batch, starts in iter_batches(padded, grid, 5):
+        merger.add(batch, starts)
+    np.testing.assert_allclose(merger.result()[unpad], vol, rtol=1e-5)  # identity in, identity out
+
+
+def test_fcc_lattice_refuses_sparse_starts():
+    with pytest.raises(ValueError, match="at most 32 voxels apart"):
+        TileGrid.from_shape((160, 64, 64), 64, 48, 16, "fcc")
+    with pytest.raises(InputError, match="at most half the cube"):
+        TilingConfig(stride=40, lattice="fcc")
+
+
+def test_lattice_defaults():
+    assert TilingConfig().cube_lattice is Lattice.FCC and TilingConfig().stride == 32
+    assert TilingConfig(stride=16, blend="constant").cube_lattice is Lattice.CUBIC  # the original's setting
+    assert TilingConfig(stride=40).cube_lattice is Lattice.CUBIC  # too sparse for fcc
+    assert TilingConfig(lattice="cubic").cube_lattice is Lattice.CUBIC
+    assert TilingConfig(stride=16, blend="constant", lattice="fcc").cube_lattice is Lattice.FCC
+    with pytest.raises(InputError, match="did you mean"):
+        TilingConfig(lattice="fc")
