@@ -145,9 +145,9 @@ def test_weight_map_gaussian():
     assert w.shape == (16, 16, 16) and w.dtype == np.float32
     assert w.max() == pytest.approx(1.0) and w.min() >= 1e-3
     np.testing.assert_allclose(w, w[::-1, ::-1, ::-1])  # symmetric about the centre
-    # separable 1-D profile through the centre pair, sigma = 3 * 16 / 8 = 6, centre 7.5: exp(-0.5 (d/6)^2)
+    # separable 1-D profile through the centre pair, sigma = 0.3 * 16 = 4.8, centre 7.5: exp(-0.5 (d/4.8)^2)
     d = np.arange(16) - 7.5
-    g = np.exp(-0.5 * (d / 6.0) ** 2)
+    g = np.exp(-0.5 * (d / 4.8) ** 2)
     g /= g.max()
     np.testing.assert_allclose(w[7, 7, :], np.maximum(g, 1e-3), rtol=1e-6)
 
@@ -214,10 +214,10 @@ def test_literal_1d_constant():
 
 
 def test_literal_1d_gaussian():
-    # tile 5: sigma 15/8, centre 2, so a voxel at distance d from a cube centre weighs exp(-(32/225) d^2):
-    # a = w(1) = exp(-32/225), b = w(2) = exp(-128/225) (both above the 1e-3 floor). On the central z/y
-    # row the z and y factors are 1, so only x weights count.
-    a, b = math.exp(-32 / 225), math.exp(-128 / 225)
+    # tile 5: sigma 1.5, centre 2, so a voxel at distance d from a cube centre weighs exp(-(2/9) d^2):
+    # a = w(1) = exp(-2/9), b = w(2) = exp(-8/9) (both above the 1e-3 floor). On the central z/y row the
+    # z and y factors are 1, so only x weights count.
+    a, b = math.exp(-2 / 9), math.exp(-8 / 9)
     expected = np.array(
         [
             0, 0,  # only cube 0
@@ -231,7 +231,7 @@ def test_literal_1d_gaussian():
     )
     out = run_index((5, 5, 10), 5, 3, BlendMode.GAUSSIAN)
     np.testing.assert_allclose(out[2, 2], expected, atol=1e-6)
-    assert expected[2] == pytest.approx(0.3614932, abs=1e-6) and expected[5] == pytest.approx(1.394923, abs=1e-5)
+    assert expected[2] == pytest.approx(0.2913392, abs=1e-6) and expected[5] == pytest.approx(1.339244, abs=1e-5)
 
 
 def test_literal_3d_constant():
