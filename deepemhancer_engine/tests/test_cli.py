@@ -95,6 +95,7 @@ def test_constant_blend_legacy_stride(tmp_path, tiny):
                  "--blend", "constant", "--stride", "16"]) == 0
     with mrcfile.open(out) as m:
         assert m.data.shape == (40, 36, 44)
+    assert main(["-i", str(path), "-o", str(out), "--weights", str(tiny), "-q", "--force", "--lattice", "cubic"]) == 0
 
 
 def test_noise_stats_and_mask_modes(tmp_path, tiny):
@@ -164,11 +165,13 @@ def _bad_cases(d: Path) -> dict[str, tuple[list[str], str]]:
         "output_is_dir": (["-i", g, "-o", str(d)], "directory"),
         "bad_model": (["-i", g, "-p", "tightTarge"], "tightTarget"),
         "bad_stride": (["-i", g, "--stride", "0"], "stride"),
+        "bad_lattice": (["-i", g, "--stride", "40", "--lattice", "fcc"], "fcc lattice"),
     }
 
 
 BAD = ["missing", "not_mrc", "truncated", "nan", "inf", "half_shape", "half_voxel", "half_origin",
-       "mask_shape", "image_2d", "empty", "output_is_input", "output_is_dir", "bad_model", "bad_stride"]
+       "mask_shape", "image_2d", "empty", "output_is_input", "output_is_dir", "bad_model", "bad_stride",
+       "bad_lattice"]
 
 
 @pytest.fixture(scope="module")
