@@ -92,7 +92,7 @@ def _skippable_cubes(mask, voxel: float) -> dict:
     from deepemhancer_engine.tiling import TileGrid, pad_to_tile, split_by_mask
 
     tiling = TilingConfig()  # the default cubes, as Predictor.predict lays them out
-    align = cube_alignment(tiling.tile, tiling.stride, SIZE_MULTIPLE, fcc=tiling.cube_lattice.value == "fcc")
+    align = cube_alignment(tiling, SIZE_MULTIPLE)
     work, _ = to_working_grid(mask, (voxel,) * 3, target=1.0)
     work = pad_to_tile(np.clip(work, 0, 1), tiling.tile, align=align)[0]
     grid = TileGrid.from_shape(work.shape, tiling.tile, tiling.stride, align, tiling.cube_lattice)

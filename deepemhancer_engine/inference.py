@@ -58,8 +58,9 @@ NULL_SEED = 20211
 GRID_ALIGN = 16
 
 
-def cube_alignment(tile: int, stride: int, multiple: int, *, fcc: bool = False) -> int:
-    """The alignment of cube starts for a network shift-equivariant for shifts by ``multiple`` voxels.
+def cube_alignment(tiling: TilingConfig, multiple: int) -> int:
+    """The alignment of cube starts of ``tiling`` for a network shift-equivariant for shifts by
+    ``multiple`` voxels.
 
     :data:`GRID_ALIGN` for the fcc lattice or a stride that is a multiple of it (other strides keep
     evenly spaced starts on multiples of ``multiple``: stride 40 on multiples of 16 would alternate gaps
@@ -69,13 +70,16 @@ def cube_alignment(tile: int, stride: int, multiple: int, *, fcc: bool = False) 
     conditions; else 1.
 
     Example:
-        >>> cube_alignment(64, 32, 8, fcc=True), cube_alignment(64, 16, 8), cube_alignment(64, 40, 8)
-        (16, 16, 8)
-        >>> cube_alignment(64, 24, 8, fcc=True), cube_alignment(64, 24, 8), cube_alignment(64, 60, 8)
-        (16, 8, 1)
+        >>> cube_alignment(TilingConfig(), 8), cube_alignment(TilingConfig(stride=16, blend="constant"), 8)
+        (16, 16)
+        >>> cube_alignment(TilingConfig(stride=40), 8), cube_alignment(TilingConfig(stride=60), 8)
+        (8, 1)
+        >>> cube_alignment(TilingConfig(stride=24), 8), cube_alignment(TilingConfig(stride=24, lattice="cubic"), 8)
+        (16, 8)
     """
+    tile, stride = tiling.tile, tiling.stride
     if multiple > 1:
-        grid = fcc or stride % GRID_ALIGN == 0
+        grid = tiling.cube_lattice is Lattice.FCC or stride % GRID_ALIGN == 0
         for align in ((GRID_ALIGN, multiple) if grid else (multiple,)):
             if align % multiple == 0 and align <= stride and stride + align <= tile:
                 return align
@@ -405,11 +409,10 @@ class Predictor:
             raise InputError(f"cube size {tiling.tile} must be divisible by {multiple} for this network")
         # Cube starts on multiples of the network's downsampling factor (the network is shift-equivariant
         # only for such shifts), and of 16 for the fcc lattice and strides of 16, 32, ... (the original's grid).
-        lattice = tiling.cube_lattice
-        align = cube_alignment(tiling.tile, tiling.stride, multiple, fcc=lattice is Lattice.FCC)
+        align = cube_alignment(tiling, multiple)
         padded, unpad = pad_to_tile(np.ascontiguousarray(array, dtype=np.float32), tiling.tile,
                                     noise_std=self.null_std, align=align)
-        grid = TileGrid.from_shape(padded.shape, tiling.tile, tiling.stride, align, lattice)
+        grid = TileGrid.from_shape(padded.shape, tiling.tile, tiling.stride, align, tiling.cube_lattice)
         merger = TileMerger(grid, tiling.blend)
         starts = None
         if mask is not None:

@@ -122,7 +122,7 @@ class NullStore:
     White noise: the file shipped beside the weights (:func:`load_null_responses`; fp32 and bf16, the CPU
     precisions). Anything else (fp16 on a GPU, another cube size, band-limited noise for inputs with
     voxels coarser than the network's): a per-user cache (:func:`cache_dir`), filled the first time it
-    is measured, so later runs skip the 32 noise cubes.
+    is measured, so later runs skip the :data:`inference.NULL_CUBES` noise cubes.
     Cache entries hold exactly what the predictor measured (float16); their names carry the weights'
     SHA-256, precision, cube size, band, noise level, seed and number of cubes. A cache that cannot be
     written is skipped silently (logged at debug level).

@@ -91,7 +91,7 @@ def test_mask_skipping_exact_inside_mask(tiny_weights):
     inside = mask > 1e-3
     np.testing.assert_array_equal(skipped[inside], full[inside])
     # the predictor's grid: starts on multiples of 16 on the padded map, fcc lattice (Gaussian, stride <= tile/2)
-    assert tiling.cube_lattice.value == "fcc" and inference.cube_alignment(card.tile, 16, 8, fcc=True) == 16
+    assert tiling.cube_lattice.value == "fcc" and inference.cube_alignment(tiling, 8) == 16
     padded_mask, unpad = pad_to_tile(mask, card.tile, align=16)
     grid = TileGrid.from_shape(padded_mask.shape, card.tile, 16, 16, "fcc")
     assert pred.timings["cubes"] + pred.timings["skipped"] == grid.n_tiles
