@@ -29,7 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deepemhancer_engine.evaluate import evaluate, make_enhancer  # noqa: E402
+from deepemhancer_engine.evaluate import evaluate, make_enhancer, model_metrics  # noqa: E402
 from deepemhancer_engine.io import GridInfo, read_map  # noqa: E402
 
 log = logging.getLogger("quality")
@@ -58,9 +58,10 @@ class Case:
     model: Path
     resolution: float | None = None
     note: str = ""
+    target: np.ndarray | None = None  # simulated cases: the training target of this pair (the ceiling)
 
 
-def simulated_cases(limit: int, structures: Path, max_box: float):
+def simulated_cases(limit: int, structures: Path, max_box: float, target: str = "tightTarget"):
     """Yield up to ``limit`` simulated held-out cases in boxes of at most ``max_box`` A (lazy simulator)."""
     try:
         from deepemhancer_engine.training.simulate import load_atoms, sample_resolution_and_voxel, simulate_pair
@@ -91,7 +92,8 @@ def simulated_cases(limit: int, structures: Path, max_box: float):
         grid = GridInfo(shape=pair.half1.shape, voxel_size=tuple(pair.voxel_size), origin=tuple(pair.origin))
         note = f"seed {seed}, {pair.voxel_size[0]:.2f} A/px" + (", micelle" if pair.info.get("micelle") else "")
         done += 1
-        yield Case(Path(name).name.split("__")[0], "simulated", pair.half1, pair.half2, grid, path, note=note)
+        yield Case(Path(name).name.split("__")[0], "simulated", pair.half1, pair.half2, grid, path, note=note,
+                   target=pair.targets[target])
 
 
 def _crop_around_model(vol, grid: GridInfo, model: Path, max_box: float):
@@ -145,6 +147,7 @@ def case_row(case: Case, res: dict) -> dict:
     for var, vals in res["variants"].items():
         row.update({f"{var}:{k}": v for k, v in vals.items()})
     row.update(res["honesty"])
+    row.update({f"target:{k}": v for k, v in res.get("ceiling", {}).items()})
     return row
 
 
@@ -157,27 +160,61 @@ def write_tsv(rows: list[dict], path: Path) -> None:
 
 
 def _md_table(cases, results, kind: str) -> list[str]:
-    head = ("| case | d_half (Å) | FSC-0.5 masked (Å) avg / sharp / enh | FSC-0.5 unmasked (Å) | CC_mask | CC_box "
-            "| enh. halves: max FSC gain | noise: max FSC | note |")
-    lines = [head, "|" + "---|" * 9]
     sel = [(c, r) for c, r in zip(cases, results) if c.kind == kind]
+    ceiling = any("ceiling" in r for _, r in sel)
+    head = ("| case | d_half (Å) | FSC-0.5 masked (Å) avg / sharp / enh | FSC-0.5 unmasked (Å) | CC_mask | CC_box "
+            "| enh. halves: max FSC gain | noise: max FSC |"
+            + (" target: FSC-0.5 masked / CC_mask |" if ceiling else "") + " note |")
+    lines = [head, "|" + "---|" * (10 if ceiling else 9)]
+
+    def ceil(r) -> str:
+        t = r.get("ceiling")
+        return (f" {_f(t['fsc0.5_masked_A'])} / {_f(t['cc_mask'], 3)} |" if t else " NA |") if ceiling else ""
+
     for c, r in sel:
         h = r["honesty"]
         lines.append(f"| {c.name} | {_f(r['resolution_used_A'])} | {_triple(r, 'fsc0.5_masked_A')} | "
                      f"{_triple(r, 'fsc0.5_unmasked_A')} | {_triple(r, 'cc_mask', 3)} | {_triple(r, 'cc_box', 3)} | "
-                     f"{_f(h['max_fsc_gain_beyond_raw0.143'], 3)} | {_f(h['noise_max_fsc_beyond_10A'], 3)} | "
-                     f"{c.note} |")
+                     f"{_f(h['max_fsc_gain_beyond_raw0.143'], 3)} | {_f(h['noise_max_fsc_beyond_10A'], 3)} |"
+                     f"{ceil(r)} {c.note} |")
     if len(sel) > 1:
-        mean = {}
-        for v in ("average", "sharpened", "enhanced"):
-            mean[v] = {k: float(np.nanmean([r["variants"][v][k] for _, r in sel]))
-                       for k in sel[0][1]["variants"][v]}
-        hon = {k: np.nanmean([r["honesty"][k] for _, r in sel]) if any(np.isfinite(r["honesty"][k]) for _, r in sel)
-               else float("nan") for k in sel[0][1]["honesty"]}
-        m = {"variants": mean}
-        lines.append(f"| **mean** | | {_triple(m, 'fsc0.5_masked_A')} | {_triple(m, 'fsc0.5_unmasked_A')} | "
-                     f"{_triple(m, 'cc_mask', 3)} | {_triple(m, 'cc_box', 3)} | "
-                     f"{_f(hon['max_fsc_gain_beyond_raw0.143'], 3)} | {_f(hon['noise_max_fsc_beyond_10A'], 3)} | |")
+        for label, stat in (("mean", np.nanmean), ("median", np.nanmedian)):
+            agg = {v: {k: float(stat([r["variants"][v][k] for _, r in sel])) for k in sel[0][1]["variants"][v]}
+                   for v in ("average", "sharpened", "enhanced")}
+            hon = {k: stat([r["honesty"][k] for _, r in sel]) if any(np.isfinite(r["honesty"][k]) for _, r in sel)
+                   else float("nan") for k in sel[0][1]["honesty"]}
+            m = {"variants": agg}
+            if ceiling:
+                m["ceiling"] = {k: float(stat([r["ceiling"][k] for _, r in sel if "ceiling" in r]))
+                                for k in ("fsc0.5_masked_A", "cc_mask")}
+            lines.append(f"| **{label}** | | {_triple(m, 'fsc0.5_masked_A')} | {_triple(m, 'fsc0.5_unmasked_A')} | "
+                         f"{_triple(m, 'cc_mask', 3)} | {_triple(m, 'cc_box', 3)} | "
+                         f"{_f(hon['max_fsc_gain_beyond_raw0.143'], 3)} | {_f(hon['noise_max_fsc_beyond_10A'], 3)} |"
+                         f"{ceil(m)} |")
+    return lines
+
+
+def acceptance_lines(cases, results) -> list[str]:
+    """Issue 5's two map-model goals on the simulated set: median gain over sharpening, for the enhanced
+    map and for the training target itself (the most a network that learnt its target could gain)."""
+    sel = [r for c, r in zip(cases, results) if c.kind == "simulated"]
+    if not sel:
+        return []
+
+    def med(key, get):
+        return float(np.nanmedian([get(r)[key] for r in sel]))
+
+    sharp = {k: med(k, lambda r: r["variants"]["sharpened"]) for k in ("fsc0.5_masked_A", "cc_mask")}
+    rows = [("enhanced", lambda r: r["variants"]["enhanced"])]
+    if all("ceiling" in r for r in sel):
+        rows.append(("training target (ceiling)", lambda r: r["ceiling"]))
+    lines = ["| map | median FSC-0.5 masked (Å) | gain over sharpening (goal ≥ 0.5 Å) | median CC_mask "
+             "| gain over sharpening (goal ≥ 0.05) |", "|---|---|---|---|---|",
+             f"| sharpened | {sharp['fsc0.5_masked_A']:.3f} | | {sharp['cc_mask']:.3f} | |"]
+    for name, get in rows:
+        f, c = med("fsc0.5_masked_A", get), med("cc_mask", get)
+        lines.append(f"| {name} | {f:.3f} | {sharp['fsc0.5_masked_A'] - f:+.3f} | {c:.3f} | "
+                     f"{c - sharp['cc_mask']:+.3f} |")
     return lines
 
 
@@ -194,6 +231,9 @@ def summary_figure(cases, results, path: Path) -> None:
                            (axes[1], "cc_mask", "CC_mask\nhigher is better")):
         for j, (v, col) in enumerate(colours.items()):
             ax.bar(x + (j - 1) * 0.27, [r["variants"][v][key] for r in results], 0.27, color=col, label=v)
+        ceiling = [r["ceiling"][key] if "ceiling" in r else np.nan for r in results]
+        if np.any(np.isfinite(ceiling)):
+            ax.plot(x + 0.27, ceiling, "kv", ms=5, label="training target (ceiling)")
         ax.set_ylabel(label, fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     axes[0].plot(x, [r["resolution_used_A"] for r in results], "k_", ms=14, label="half-map / nominal resolution")
@@ -235,8 +275,12 @@ def write_markdown(path: Path, cases, results, meta: dict) -> None:
         "inputs. Metric code: `deepemhancer_engine/metrics.py` (shared with `deepemhancer evaluate`).", "",
         "![summary](summary.png)", "",
         f"## Simulated held-out pairs (split_eval.txt, seeds ≥ {EVAL_SEED})", "",
-        "d_half = measured half-map FSC-0.143 resolution.", "",
+        "d_half = measured half-map FSC-0.143 resolution. **target** = the pair's training target scored like "
+        "the maps (what a network that learnt its target perfectly would return: the ceiling of these metrics "
+        "for this training).", "",
         *_md_table(cases, results, "simulated"), "",
+        "Issue 5's map-model goals (medians over the simulated cases):", "",
+        *acceptance_lines(cases, results), "",
         "## Real maps with models (shared/real_maps)", "",
         "No half maps exist for these: **each map is used as both halves**, so the independent-halves check "
         "does not apply (NA) and the half-map FSC is 1 everywhere; d_half is the nominal resolution from "
@@ -288,7 +332,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     sources = []
     if not args.no_sim:
-        sources.append(simulated_cases(args.limit, Path(args.structures), args.max_box))
+        target = "wideTarget" if args.processing == "wideTarget" else "tightTarget"
+        sources.append(simulated_cases(args.limit, Path(args.structures), args.max_box, target))
     if not args.no_real:
         real = real_cases(Path(args.real_maps), args.max_box)
         sources.append(real if args.real_limit is None else (c for _, c in zip(range(args.real_limit), real)))
@@ -301,11 +346,14 @@ def main(argv=None) -> int:
                            outdir=outdir / "cases" / case.name, noise_test=i < args.noise_cases,
                            resolution=case.resolution, label=f"{case.name} ({case.kind})", plots=i < args.plot_cases,
                            seed=EVAL_SEED + 500_000 + len(cases))
+            if case.target is not None:
+                res["ceiling"] = model_metrics({"target": case.target}, case.model, case.grid,
+                                               res["resolution_used_A"])["target"]
             log.info("case %s done in %.0f s", case.name, res["timing_s"]["total"])
             rows.append(case_row(case, res))
             cases.append(case)
             results.append(res)
-            case.half1 = case.half2 = None  # free memory
+            case.half1 = case.half2 = case.target = None  # free memory
     seconds = time.perf_counter() - t0
     write_tsv(rows, outdir / "quality.tsv")
     if cases:

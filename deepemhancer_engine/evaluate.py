@@ -96,6 +96,15 @@ def _model_metrics(volumes: dict, model, grid, resolution: float, curves: dict, 
     out["_model_map"] = mmap_lp
 
 
+def model_metrics(volumes: dict, model, grid, resolution: float) -> dict:
+    """Map-model FSC / CC (the same definitions as :func:`evaluate`) of any maps on ``grid``:
+    ``{name: {"fsc0.5_masked_A": ..., "cc_mask": ..., ...}}``. The benchmark scores the training target
+    with it: what a network that learnt its target perfectly would reach."""
+    out: dict = {"variants": {name: {} for name in volumes}}
+    _model_metrics(volumes, model, grid, resolution, {}, out)
+    return out["variants"]
+
+
 def _honesty(half1, half2, average, enhanced, vs, raw: M.FSCCurve, identical: bool,
              enhancer: Enhancer | None, noise_test: bool, seed: int, curves: dict, out: dict) -> None:
     """Independent-halves and pure-noise checks; fills ``out['honesty']`` and ``curves``."""

@@ -171,3 +171,19 @@ def test_cli_evaluate_input_errors(case, tmp_path, capsys):
     assert "not both" in capsys.readouterr().err
     assert main(["evaluate", "--half1", str(p["h1"]), "--outdir", str(tmp_path)]) == 2
     assert main(["evaluate", "--map", str(p["h1"]), "--no-network", "--outdir", str(tmp_path)]) == 2
+
+
+def test_model_metrics_scores_any_map_like_evaluate(case):
+    """model_metrics (the benchmark's ceiling) gives evaluate's numbers for the same map, and the
+    model map itself, low-passed at the resolution, scores CC_mask 1."""
+    from deepemhancer_engine import metrics as M
+    from deepemhancer_engine.evaluate import model_metrics
+
+    h1, h2 = case["halves"]
+    res = evaluate(h1, h2, case["grid"], enhanced=h1.copy(), model=case["pdb"], resolution=6.0)
+    geo = MapGeometry.from_grid(case["grid"])
+    perfect = M.lowpass(model_map(case["pdb"], geo), geo.voxel_size, 6.0)
+    got = model_metrics({"half1": h1, "perfect": perfect}, case["pdb"], case["grid"], 6.0)
+    assert got["half1"] == pytest.approx(res["variants"]["enhanced"], nan_ok=True)
+    assert got["perfect"]["cc_mask"] == pytest.approx(1.0, abs=1e-6)
+    assert got["perfect"]["cc_mask"] > got["half1"]["cc_mask"] + 0.1

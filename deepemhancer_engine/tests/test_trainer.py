@@ -105,7 +105,10 @@ def test_loader_processes_half_weights_and_card_text(tmp_path):
     for k, v in net.state_dict().items():
         assert torch.allclose(v, best[k].half().float()), k
     assert card.training["device"].startswith("cpu")
-    assert card.notes.startswith("Compact 2/4/8 U-Net trained on CPU (1 threads)")
+    from deepemhancer_engine.inference import cpu_has_fast_bf16
+
+    amp = ", bf16 autocast" if cpu_has_fast_bf16() else ""
+    assert card.notes.startswith(f"Compact 2/4/8 U-Net trained on CPU (1 threads{amp})")
 
 
 def test_half_written_shards_are_not_listed(tmp_path):
@@ -118,3 +121,14 @@ def test_half_written_shards_are_not_listed(tmp_path):
     (tmp_path / f"{tr}__s3.npz.tmp78").write_bytes(b"partial")
     assert [p.name for p in list_shards(tmp_path, "train")] == [f"{tr}__s1.npz"]
     assert [p.name for p in list_shards(tmp_path, "val")] == [f"{val}__s1.npz"]
+
+
+def test_amp_only_where_bf16_is_native():
+    """--amp means bf16 autocast on CUDA and on CPUs with native bf16; never without --amp."""
+    from deepemhancer_engine.inference import cpu_has_fast_bf16
+    from deepemhancer_engine.training.trainer import use_amp
+
+    on = TrainConfig(data=Path("."), run_dir=Path("."), amp=True)
+    off = TrainConfig(data=Path("."), run_dir=Path("."), amp=False)
+    assert use_amp(on, "cuda") and not use_amp(off, "cuda") and not use_amp(off, "cpu")
+    assert use_amp(on, "cpu") == cpu_has_fast_bf16()

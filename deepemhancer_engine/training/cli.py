@@ -100,7 +100,8 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=0,
                         help="processes making batches (0: in the training process; use several on a GPU)")
-    parser.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (ignored on CPU)")
+    parser.add_argument("--amp", action="store_true",
+                        help="bf16 autocast on CUDA and on CPUs with native bf16 (AMX, AVX512-BF16); ignored elsewhere")
     parser.add_argument("--half-weights", action="store_true", help="export the weights in float16 (half size)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--notes", default="", help="extra text for the model card")

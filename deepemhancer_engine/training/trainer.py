@@ -58,7 +58,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 2
     workers: int = 0  # batch-making processes (0: made in the training process, bit-reproducible)
-    amp: bool = False  # bf16 autocast for the forward pass on CUDA
+    amp: bool = False  # bf16 autocast for the forward pass on CUDA, and on CPUs with native bf16 (AMX)
     half_weights: bool = False  # export the state dict in float16 (half the file size)
     seed: int = 0
     notes: str = ""
@@ -280,8 +280,8 @@ def card_fields(cfg: TrainConfig, state: dict, device: str) -> dict:
 def _network_text(cfg: TrainConfig, device: str) -> str:
     filters = "/".join(map(str, cfg.filters))
     size = "The paper's" if tuple(cfg.filters) == (32, 64, 128) else "Compact"
-    where = ("on a GPU, " + device + (", bf16 autocast" if cfg.amp else "")) if device.startswith("cuda") \
-        else f"on CPU ({cfg.threads} threads)"
+    amp = ", bf16 autocast" if use_amp(cfg, "cuda" if device.startswith("cuda") else "cpu") else ""
+    where = f"on a GPU, {device}{amp}" if device.startswith("cuda") else f"on CPU ({cfg.threads} threads{amp})"
     return (f"{size} {filters} U-Net trained {where} on simulated data only; not the paper's experimental "
             "training set.")
 
@@ -299,6 +299,14 @@ def _export(model, best_state, cfg: TrainConfig, state: dict, device: str) -> No
     for f in (pt, pt.with_suffix(".json")):
         os.chmod(f, 0o644)  # shipped files: readable by everyone
     log.info("exported best weights (step %s) to %s", state.get("best", {}).get("step"), cfg.export)
+
+
+def use_amp(cfg: TrainConfig, device: str) -> bool:
+    """bf16 autocast for the forward pass: asked for, and on CUDA or a CPU with native bf16 (AMX /
+    AVX512-BF16: 1.8x faster per 64^3 training step than fp32 on two cores; emulated bf16 is slower)."""
+    from ..inference import cpu_has_fast_bf16
+
+    return cfg.amp and (device == "cuda" or cpu_has_fast_bf16())
 
 
 def _budget_end(cfg: TrainConfig, start: float) -> float:
@@ -326,7 +334,8 @@ def train(cfg: TrainConfig) -> dict:
     input_key = "x_mask" if cfg.normalization == "mask" else "x_noise"
     ds = _cubes(cfg, list_shards(cfg.data, "train"), input_key)
     vx, vy = _validation_set(cfg, input_key)
-    log.info("%s: %d training cubes, %d validation cubes, device %s", cfg.name, len(ds), len(vx), device)
+    log.info("%s: %d training cubes, %d validation cubes, device %s%s", cfg.name, len(ds), len(vx), device,
+             ", bf16 autocast" if use_amp(cfg, device) else "")
     if device == "cuda":
         torch.backends.cudnn.benchmark = True
 
@@ -353,6 +362,7 @@ def train(cfg: TrainConfig) -> dict:
         log.info("initialised from %s", cfg.init)
     source = _batch_source(ds, cfg, rng, input_key, state["step"])
     card_device = _device_name(device)
+    amp = use_amp(cfg, device)
     last_export = time.time()
     t_prev, elapsed0 = time.time(), state["elapsed"]
     model.train()
@@ -363,7 +373,7 @@ def train(cfg: TrainConfig) -> dict:
             for _ in range(cfg.epoch_steps):
                 x, y = source.next()
                 opt.zero_grad(set_to_none=True)
-                with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=cfg.amp and device == "cuda"):
+                with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=amp):
                     out = model(x.to(device, non_blocking=True))
                 loss = torch.nn.functional.l1_loss(out.float(), y.to(device, non_blocking=True))
                 loss.backward()
