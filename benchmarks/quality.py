@@ -210,11 +210,15 @@ def acceptance_lines(cases, results) -> list[str]:
         rows.append(("training target (ceiling)", lambda r: r["ceiling"]))
     lines = ["| map | median FSC-0.5 masked (Å) | gain over sharpening (goal ≥ 0.5 Å) | median CC_mask "
              "| gain over sharpening (goal ≥ 0.05) |", "|---|---|---|---|---|",
-             f"| sharpened | {sharp['fsc0.5_masked_A']:.3f} | | {sharp['cc_mask']:.3f} | |"]
+             f"| sharpened | {sharp['fsc0.5_masked_A']:.4f} | | {sharp['cc_mask']:.4f} | |"]
+    def verdict(gain, goal):
+        return "met" if gain >= goal else f"short by {goal - gain:.4f}"
+
     for name, get in rows:
         f, c = med("fsc0.5_masked_A", get), med("cc_mask", get)
-        lines.append(f"| {name} | {f:.3f} | {sharp['fsc0.5_masked_A'] - f:+.3f} | {c:.3f} | "
-                     f"{c - sharp['cc_mask']:+.3f} |")
+        df, dc = sharp["fsc0.5_masked_A"] - f, c - sharp["cc_mask"]
+        lines.append(f"| {name} | {f:.4f} | {df:+.4f} ({verdict(df, 0.5)}) | {c:.4f} | "
+                     f"{dc:+.4f} ({verdict(dc, 0.05)}) |")
     return lines
 
 
