@@ -19,7 +19,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Callable, Iterator, Union
 
 import mrcfile
 import numpy as np
@@ -392,10 +392,7 @@ def write_map(
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise _fail(path, f"output directory {parent} does not exist")
-    tmp_name: str | None = None
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=parent)
-        os.close(fd)
+    def write(tmp_name: str) -> None:
         compression = "gzip" if path.name.endswith(".gz") else None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -407,16 +404,35 @@ def write_map(
             except BaseException:
                 _abandon(mrc)
                 raise
-        os.chmod(tmp_name, 0o666 & ~_UMASK)
-        os.replace(tmp_name, path)
-        tmp_name = None
+
+    try:
+        atomic_write(path, write)
     except OSError as err:
         raise _fail(path, f"cannot write: {getattr(err, 'strerror', None) or err}") from None
-    finally:
-        if tmp_name is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
     log.debug("wrote %s: shape (z, y, x) %s", path, grid.shape)
+    return path
+
+
+def atomic_write(path: PathLike, write: Callable[[str], object]) -> Path:
+    """Write ``path`` all or nothing: ``write(tmp)`` fills a temporary file beside it, which then
+    replaces ``path`` in one rename; on any error (or interrupt) the temporary file is removed and
+    ``path`` is left as it was. The file gets the permissions of a newly created file (umask).
+
+    The one write path for maps, weights, model cards, null responses, checkpoints and training
+    shards: a killed run never leaves a half-written file under the final name.
+    """
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return path
 
 

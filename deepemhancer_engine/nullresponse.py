@@ -28,6 +28,8 @@ from typing import Mapping, Optional
 import numpy as np
 import numpy.typing as npt
 
+from .io import atomic_write
+
 log = logging.getLogger(__name__)
 
 #: Noise cubes averaged for a shipped null response (the run-time measurement uses inference.NULL_CUBES).
@@ -48,19 +50,16 @@ def _key(tile: int, precision: str) -> str:
 
 def _write(path: Path, sha256: str, arrays: Mapping[str, np.ndarray], *, null_std: float, seed: int,
            cubes: int) -> Path:
-    from .weights import _atomic_write
-
     meta = {"weights_sha256": sha256.lower(), "null_std": float(null_std), "seed": int(seed), "cubes": int(cubes),
             "made": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     # float16 keeps ~3 significant digits of values ~0.004: errors ~1e-6, far below the 32-cube sampling noise
     stored = {name: np.asarray(a, np.float16) for name, a in arrays.items()}
 
     def write(tmp: str) -> None:
-        os.chmod(tmp, 0o644)
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **stored, **{_META: np.array(json.dumps(meta))})
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
     return path
 
 
@@ -177,13 +176,13 @@ def measure(pt_path: str | os.PathLike[str], *, cubes: int = SHIPPED_CUBES, null
     """Measure the white-noise null response of a weights file on CPU and write its ``.null.npz``."""
     import torch
 
-    from . import inference
+    from . import inference, runner
     from .config import ModelName
     from .weights import load_model
 
     pt_path = Path(pt_path)
     if precisions is None:
-        precisions = ("float32", "bfloat16") if inference.cpu_has_fast_bf16() else ("float32",)
+        precisions = ("float32", "bfloat16") if runner.cpu_has_fast_bf16() else ("float32",)
     responses = {}
     card = None
     for precision in precisions:

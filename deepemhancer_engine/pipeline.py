@@ -46,8 +46,9 @@ def model_for(config: EnhanceConfig) -> ModelName:
 
 def load(config: EnhanceConfig) -> LoadedModel:
     """Resolve, verify and load the weights, and put the network on the chosen device."""
-    from .inference import Predictor, select_device
+    from .inference import Predictor
     from .nullresponse import NullStore
+    from .runner import select_device
     from .weights import load_model, resolve_weights
 
     name = model_for(config)

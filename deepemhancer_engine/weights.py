@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,6 +27,7 @@ from torch import nn
 
 from .config import ModelName, parse_option
 from .errors import WeightsError
+from .io import atomic_write
 from .model import ARCHITECTURES, build_model, count_parameters
 
 log = logging.getLogger(__name__)
@@ -266,17 +266,6 @@ def load_model(model: ModelName | str, path: str | os.PathLike[str] | None = Non
     return net, card
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_weights(model: nn.Module, card_fields: Mapping[str, Any], path: str | os.PathLike[str],
                  dtype: torch.dtype | None = None) -> Path:
     """Write ``model``'s state dict to ``path`` (``.pt``) and its card beside it (atomic temp + rename).
@@ -306,12 +295,12 @@ def save_weights(model: nn.Module, card_fields: Mapping[str, Any], path: str | o
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    _atomic_write(path, lambda tmp: torch.save(state, tmp))
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
     fields["sha256"] = sha256_file(path)
     fields["parameters"] = count_parameters(model)
     card = ModelCard.from_dict(fields, source=f"card for {path}")
     text = json.dumps(card.to_dict(), indent=2, sort_keys=False) + "\n"
-    _atomic_write(card_path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write(card_path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     log.info("Saved weights %s (%d parameters, sha256 %s)", path, card.parameters, card.sha256[:12])
     return path
 

@@ -11,7 +11,8 @@ from torch import nn
 
 from deepemhancer_engine.config import BlendMode, InferenceConfig, TilingConfig
 from deepemhancer_engine.errors import DeviceError, InputError
-from deepemhancer_engine.inference import Predictor, select_device
+from deepemhancer_engine.inference import Predictor
+from deepemhancer_engine.runner import select_device
 from deepemhancer_engine.weights import load_model
 
 CPU = torch.device("cpu")
@@ -33,7 +34,7 @@ def test_select_device_cpu():
 
 def test_select_device_auto_without_gpu(monkeypatch, caplog):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with caplog.at_level(logging.INFO, logger="deepemhancer_engine.inference"):
+    with caplog.at_level(logging.INFO, logger="deepemhancer_engine.runner"):
         assert select_device(InferenceConfig(device="auto")) == CPU
     assert "Running on CPU (no GPU found)" in caplog.text
 

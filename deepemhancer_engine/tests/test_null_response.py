@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from deepemhancer_engine import inference
+from deepemhancer_engine import inference, runner
 from deepemhancer_engine.cli import build_parser, config_from_args
 from deepemhancer_engine.config import TilingConfig
 from deepemhancer_engine.errors import InputError
@@ -186,7 +186,7 @@ def test_shipped_null_responses_match_the_weights():
         pt, card = resolve_weights(name)
         table = load_null_responses(pt, card.sha256, 0.1)
         assert (card.tile, "float32") in table, f"{pt}: no shipped null response"
-        if inference.cpu_has_fast_bf16():
+        if runner.cpu_has_fast_bf16():
             assert (card.tile, "bfloat16") in table
     pt, _ = resolve_weights(ModelName.TIGHT)
     model, card = load_model(ModelName.TIGHT)

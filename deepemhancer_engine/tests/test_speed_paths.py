@@ -7,10 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from deepemhancer_engine import inference
+from deepemhancer_engine import inference, runner
 from deepemhancer_engine.config import BlendMode, TilingConfig
 from deepemhancer_engine.errors import InputError
-from deepemhancer_engine.inference import Predictor, batch_from_memory
+from deepemhancer_engine.inference import Predictor
+from deepemhancer_engine.runner import batch_from_memory
 from deepemhancer_engine.tiling import TileGrid, TileMerger, iter_batches, pad_to_tile, split_by_mask
 from deepemhancer_engine.weights import load_model
 
@@ -113,15 +114,15 @@ def test_mask_of_zeros_skips_everything_and_wrong_shape_fails():
 
 
 def test_cpu_precision_defaults(monkeypatch):
-    monkeypatch.setattr(inference, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(runner, "cpu_has_fast_bf16", lambda: True)
     p = Predictor(nn.Identity(), CPU)
     assert p.amp_dtype is torch.bfloat16 and p.channels_last
-    monkeypatch.setattr(inference, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(runner, "cpu_has_fast_bf16", lambda: False)
     p = Predictor(nn.Identity(), CPU)
     assert p.amp_dtype is None and not p.channels_last
     p = Predictor(nn.Identity(), CPU, amp="bf16", channels_last=False)
     assert p.amp_dtype is torch.bfloat16 and not p.channels_last
-    assert isinstance(inference.cpu_has_fast_bf16(), bool)
+    assert isinstance(runner.cpu_has_fast_bf16(), bool)
 
 
 def test_bf16_channels_last_close_to_fp32(tiny_weights):

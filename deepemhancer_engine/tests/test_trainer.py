@@ -105,7 +105,7 @@ def test_loader_processes_half_weights_and_card_text(tmp_path):
     for k, v in net.state_dict().items():
         assert torch.allclose(v, best[k].half().float()), k
     assert card.training["device"].startswith("cpu")
-    from deepemhancer_engine.inference import cpu_has_fast_bf16
+    from deepemhancer_engine.runner import cpu_has_fast_bf16
 
     amp = ", bf16 autocast" if cpu_has_fast_bf16() else ""
     assert card.notes.startswith(f"Compact 2/4/8 U-Net trained on CPU (1 threads{amp})")
@@ -125,7 +125,7 @@ def test_half_written_shards_are_not_listed(tmp_path):
 
 def test_amp_only_where_bf16_is_native():
     """--amp means bf16 autocast on CUDA and on CPUs with native bf16; never without --amp."""
-    from deepemhancer_engine.inference import cpu_has_fast_bf16
+    from deepemhancer_engine.runner import cpu_has_fast_bf16
     from deepemhancer_engine.training.trainer import use_amp
 
     on = TrainConfig(data=Path("."), run_dir=Path("."), amp=True)

@@ -304,7 +304,7 @@ def _export(model, best_state, cfg: TrainConfig, state: dict, device: str) -> No
 def use_amp(cfg: TrainConfig, device: str) -> bool:
     """bf16 autocast for the forward pass: asked for, and on CUDA or a CPU with native bf16 (AMX /
     AVX512-BF16: 1.8x faster per 64^3 training step than fp32 on two cores; emulated bf16 is slower)."""
-    from ..inference import cpu_has_fast_bf16
+    from ..runner import cpu_has_fast_bf16
 
     return cfg.amp and (device == "cuda" or cpu_has_fast_bf16())
 
