@@ -149,7 +149,7 @@ def run_job(job: Job) -> tuple[str, str]:
         return job.out, f"skipped: {exc}"
 
     def write(tmp: str) -> None:
-        with open(tmp, "wb") as fh:  # a file object: numpy adds no ".npz", so no list_shards() match
+        with open(tmp, "wb") as fh:  # a file object: given a name, numpy would append ".npz" to it
             np.savez_compressed(fh, **arrays)
 
     atomic_write(job.out, write)
