@@ -98,18 +98,17 @@ def simulated_cases(limit: int, structures: Path, max_box: float, target: str = 
 
 def _crop_around_model(vol, grid: GridInfo, model: Path, max_box: float):
     """Crop to at most ``max_box`` A per axis around the model centre; returns (vol, grid, note)."""
-    from deepemhancer_engine.modelmap import MapGeometry, atom_positions
+    from deepemhancer_engine.modelmap import atom_positions
 
-    geo = MapGeometry.from_grid(grid)
     limit = [max(16, int(max_box / v)) for v in grid.voxel_size[::-1]]  # z, y, x voxels
     if all(n <= lim for n, lim in zip(vol.shape, limit)):
         return vol, grid, ""
-    idx, _ = atom_positions(model, geo)
+    idx, _ = atom_positions(model, grid)
     centre = np.clip(np.median(idx, axis=0), 0, np.asarray(vol.shape) - 1)
     lo = [int(min(max(0, round(c - m / 2)), max(0, n - m))) for c, m, n in zip(centre, limit, vol.shape)]
     sl = tuple(slice(a, a + min(m, n)) for a, m, n in zip(lo, limit, vol.shape))
     out = np.ascontiguousarray(vol[sl])
-    origin = tuple(o + lo_i * v for o, lo_i, v in zip(geo.origin, lo[::-1], grid.voxel_size))
+    origin = tuple(o + lo_i * v for o, lo_i, v in zip(grid.effective_origin, lo[::-1], grid.voxel_size))
     new = GridInfo(shape=out.shape, voxel_size=tuple(grid.voxel_size), origin=origin)
     return out, new, f"cropped {'x'.join(map(str, vol.shape[::-1]))} -> {'x'.join(map(str, out.shape[::-1]))}"
 

@@ -63,15 +63,15 @@ def _nan() -> float:
 
 def _model_metrics(volumes: dict, model, grid, resolution: float, curves: dict, out: dict) -> None:
     """Map-model FSC / CC for every variant; fills ``out['variants']`` and ``curves``."""
-    from .modelmap import MapGeometry, fraction_inside, mean_bfactor, model_map, model_mask, read_model
+    from .modelmap import fraction_inside, mean_bfactor, model_map, model_mask, read_model
 
-    geo = MapGeometry.from_grid(grid)
+    geo = grid
     st = read_model(model) if isinstance(model, (str, os.PathLike)) else model
     inside = fraction_inside(st, geo)
     out["model_atoms_inside"] = inside
     if inside == 0:
         raise InputError(
-            f"{model}: no atom of the model lies inside the map box (origin {geo.origin} A, "
+            f"{model}: no atom of the model lies inside the map box (origin {geo.effective_origin} A, "
             f"size {geo.shape[::-1]} voxels); check the model matches the map"
         )
     if inside < 0.9:

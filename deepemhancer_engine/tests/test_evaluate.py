@@ -15,7 +15,7 @@ pytest.importorskip("gemmi")
 
 from deepemhancer_engine.evaluate import evaluate  # noqa: E402
 from deepemhancer_engine.io import GridInfo, read_map, write_map  # noqa: E402
-from deepemhancer_engine.modelmap import MapGeometry, model_map, model_mask, read_model  # noqa: E402
+from deepemhancer_engine.modelmap import model_map, model_mask, read_model  # noqa: E402
 
 ORIGIN = (101.5, -40.0, 12.25)  # deliberately non-zero, like cropped deposited maps
 SHAPE = (36, 34, 32)
@@ -45,7 +45,7 @@ def case(tmp_path_factory):
     d = tmp_path_factory.mktemp("evalcase")
     pdb = _write_pdb(d / "model.pdb")
     grid = GridInfo(shape=SHAPE, voxel_size=(1.0, 1.0, 1.0), origin=ORIGIN)
-    clean = model_map(pdb, MapGeometry.from_grid(grid), blur=60.0)
+    clean = model_map(pdb, grid, blur=60.0)
     rng = np.random.default_rng(7)
     sd = float(clean.std())
     halves = [clean + rng.normal(0, sd, SHAPE).astype(np.float32) for _ in range(2)]
@@ -56,7 +56,7 @@ def test_model_map_sits_on_the_atoms_with_a_non_zero_origin(tmp_path):
     pdb = tmp_path / "one.pdb"
     x, y, z = ORIGIN[0] + 10.0, ORIGIN[1] + 12.0, ORIGIN[2] + 7.0
     pdb.write_text(f"ATOM      1  CA  ALA A   1    {x:8.3f}{y:8.3f}{z:8.3f}  1.00 20.00           C\nEND\n")
-    geo = MapGeometry(shape=(20, 24, 22), voxel_size=(1.0, 1.0, 1.0), origin=ORIGIN)
+    geo = GridInfo(shape=(20, 24, 22), voxel_size=(1.0, 1.0, 1.0), origin=ORIGIN)
     m = model_map(pdb, geo)
     assert np.unravel_index(np.argmax(m), m.shape) == (7, 12, 10)
     mask = model_mask(pdb, geo, 3.0)
@@ -66,7 +66,7 @@ def test_model_map_sits_on_the_atoms_with_a_non_zero_origin(tmp_path):
 
 def test_geometry_uses_nstart_when_origin_is_zero():
     grid = GridInfo(shape=(10, 10, 10), voxel_size=(2.0, 2.0, 2.0), nstart=(-5, -4, -3))
-    assert MapGeometry.from_grid(grid).origin == (-10.0, -8.0, -6.0)
+    assert grid.effective_origin == (-10.0, -8.0, -6.0)
 
 
 def test_read_model_errors(tmp_path):
@@ -181,7 +181,7 @@ def test_model_metrics_scores_any_map_like_evaluate(case):
 
     h1, h2 = case["halves"]
     res = evaluate(h1, h2, case["grid"], enhanced=h1.copy(), model=case["pdb"], resolution=6.0)
-    geo = MapGeometry.from_grid(case["grid"])
+    geo = case["grid"]
     perfect = M.lowpass(model_map(case["pdb"], geo), geo.voxel_size, 6.0)
     got = model_metrics({"half1": h1, "perfect": perfect}, case["pdb"], case["grid"], 6.0)
     assert got["half1"] == pytest.approx(res["variants"]["enhanced"], nan_ok=True)
