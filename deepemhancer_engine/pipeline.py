@@ -37,6 +37,7 @@ class LoadedModel:
     weights_path: Path
 
     def predict(self, array, tiling, *, progress=None, mask=None, null_band=None):
+        """The normalised map through the network in cubes, blended (``inference.Predictor.predict``)."""
         return self.predictor.predict(array, tiling, progress=progress, mask=mask, null_band=null_band)
 
 
