@@ -80,11 +80,11 @@ def test_shard_roundtrip(pdb, tmp_path):
 def test_refuses_eval_split(tmp_path):
     from argparse import Namespace
 
-    from deepemhancer_engine.training import cli
+    from deepemhancer_engine.commands import simulate
 
     args = Namespace(structures="/x/split_eval.txt", root=None, out=str(tmp_path), limit=None,
-                     pairs_per_structure=1, seed=0, workers=1, until=None, training_command="simulate")
-    assert cli.run(args) == 2
+                     pairs_per_structure=1, seed=0, workers=1, until=None)
+    assert simulate.main(args) == 2
 
 
 def test_stored_cube_edge_follows_the_job(pdb, tmp_path):

@@ -74,19 +74,19 @@ def test_tiny_training_exports_and_resumes(tmp_path):
 def test_cli_train_and_simulate_args(tmp_path):
     import argparse
 
-    from deepemhancer_engine.training import cli
+    from deepemhancer_engine.commands import simulate, train
 
     _fake_shards(tmp_path)
     parser = argparse.ArgumentParser()
-    cli.add_args(parser, "train")
+    train.add_args(parser)
     args = parser.parse_args(["--data", str(tmp_path), "--run-dir", str(tmp_path / "r"), "--filters", "2,4,8",
                               "--crop", "16", "--small-crop", "8", "--batch", "2", "--epoch-steps", "1",
                               "--val-cubes", "2", "--max-steps", "1", "--threads", "1", "--device", "cpu",
                               "--band-limit", "--export", str(tmp_path / "m.pt")])
-    assert cli.run(args) == 0 and (tmp_path / "m.json").exists()
+    assert train.main(args) == 0 and (tmp_path / "m.json").exists()
     sim = argparse.ArgumentParser()
-    cli.add_args(sim, "simulate")
-    assert sim.parse_args(["--out", "x"]).training_command == "simulate"
+    simulate.add_args(sim)
+    assert sim.parse_args(["--out", "x"]).out == "x"
 
 
 def test_loader_processes_half_weights_and_card_text(tmp_path):
