@@ -74,7 +74,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ligands.md"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("deepemhancer_engine.pipeline", "deepemhancer_engine.inference", "deepemhancer_engine.postprocess"):
+    for noisy in ("deepemhancer_engine.pipeline", "deepemhancer_engine.inference", "deepemhancer_engine.nullresponse",
+                  "deepemhancer_engine.postprocess"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from deepemhancer_engine.pipeline import load
 

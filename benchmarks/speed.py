@@ -91,7 +91,7 @@ def _skippable_cubes(mask, voxel: float) -> dict:
     from deepemhancer_engine.resample import to_working_grid
     from deepemhancer_engine.tiling import TileGrid, pad_to_tile, split_by_mask
 
-    tiling = TilingConfig()  # the default cubes, as Predictor.predict lays them out
+    tiling = TilingConfig()  # the default cubes, as inference.predict_volume lays them out
     align = cube_alignment(tiling, SIZE_MULTIPLE)
     work, _ = to_working_grid(mask, (voxel,) * 3, target=1.0)
     work = pad_to_tile(np.clip(work, 0, 1), tiling.tile, align=align)[0]
@@ -105,16 +105,16 @@ def run_child(spec: dict) -> dict:
     import resource
 
     t_start = time.perf_counter()
-    from deepemhancer_engine import cli, inference, pipeline
+    from deepemhancer_engine import cli, pipeline, runner
 
     timings: dict[str, float] = {}
     loaded: list = []
-    _instrument(pipeline, inference, timings, loaded, spec.get("amp"))
+    _instrument(pipeline, runner, timings, loaded, spec.get("amp"))
     t_import = time.perf_counter() - t_start
     rc = cli.main(spec["argv"])
     result = {"rc": rc, "import_s": t_import, "in_process_s": time.perf_counter() - t_start}
-    pred = loaded[0].predictor if loaded else None
-    ptimes = dict(getattr(pred, "timings", {}) or {})
+    pred = loaded[0].runner if loaded else None
+    ptimes = dict(getattr(loaded[0] if loaded else None, "timings", {}) or {})
     timings["network"] = ptimes.get("network", timings.get("network", float("nan")))
     timings["blend"] = ptimes.get("blend", 0.0)
     result.update(stages=timings, cubes=ptimes.get("cubes"), skipped=ptimes.get("skipped"),
@@ -131,7 +131,7 @@ def run_child(spec: dict) -> dict:
     return result
 
 
-def _instrument(pipeline, inference, timings: dict, loaded: list, amp) -> None:
+def _instrument(pipeline, runner, timings: dict, loaded: list, amp) -> None:
     """Wrap read/write/enhance/load of ``pipeline`` so their seconds land in ``timings``."""
 
     def timed(name, func):
@@ -167,14 +167,14 @@ def _instrument(pipeline, inference, timings: dict, loaded: list, amp) -> None:
 
     pipeline.load = load_kept
     if amp is not None:  # force a precision (benchmark only): e.g. "off" for the fp32 reference
-        base = inference.Predictor
+        base = runner.NetworkRunner
 
         class Forced(base):  # type: ignore[misc, valid-type]
             def __init__(self, *args, **kwargs):
                 kwargs["amp"] = amp
                 super().__init__(*args, **kwargs)
 
-        inference.Predictor = Forced
+        runner.NetworkRunner = Forced
 
 
 def _vmhwm_mb() -> float | None:
@@ -387,7 +387,7 @@ DEV_NOTES = [
     "than the native kernels.",
     "- `torch.compile` took 173 s to compile on 2 cores and ran slower: not used.",
     "- Batch size (bf16, channels-last): 1: 0.5-0.7, 2: 1.05-1.09, 4: 1.37, 8: 1.34 cubes/s; peak RSS of the "
-    "forward +100/+155/+250/+420 MB. CPU 'auto' batch = 4.",
+    "forward +100/+155/+250/+420 MB. CPU 'auto' batch = 8.",
     "- On CPUs without native bf16 (AVX2 only) the default stays fp32 (emulated bf16 is slower).",
     "- bf16 changes the output by ~1 % of its range: CC with the fp32 output 0.9999 (rows `default-fp32`).",
     "- GPU (not measured here): fp16 autocast, cuDNN autotune, batch from free memory (probe of 2 cubes, "
@@ -411,7 +411,7 @@ def write_report(path: Path, rows: list[dict], meta: dict) -> None:
         "whole process (start-up, imports, model load included); stage seconds come from timers around the "
         "pipeline's functions; *peak RSS* is the process's `VmHWM` (`ru_maxrss` in the JSONL). "
         "*skippable* = 64^3 cubes a mask around the molecule lets the engine skip at the default stride "
-        "(`Predictor.predict(mask=...)`; not used by these runs). CC = correlation with the legacy output "
+        "(`inference.predict_volume(mask=...)`; not used by these runs). CC = correlation with the legacy output "
         "inside the molecule's mask (whole box in brackets).", "",
         "| map | config | cubes | wall s | read | resample | normalise | network | blend | write | "
         "peak RSS MB | peak GPU MB | skippable | CC vs legacy |",

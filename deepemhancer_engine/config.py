@@ -155,16 +155,27 @@ class TilingConfig:
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    """Where and how the network runs."""
+    """Where and how the network runs.
+
+    ``amp``: the precision of the network: ``auto`` (fp16 autocast on a GPU; bf16 autocast on CPUs that
+    compute bf16 natively, fp32 on other CPUs), ``off`` (fp32), ``fp16`` or ``bf16``. ``channels_last``:
+    the channels-last-3d memory layout; None: on exactly for bf16 on CPU (see :class:`runner.NetworkRunner`).
+    """
 
     device: str = "auto"  # auto | cpu | cuda
     gpu_ids: tuple[int, ...] = ()
     batch_size: int | None = None  # None: 8 on CPU, from the free memory on a GPU
-    null_correction: bool = True  # subtract the network's response to pure noise (inference.Predictor)
+    null_correction: bool = True  # subtract the network's response to pure noise (nullresponse.NullCorrection)
+    amp: str = "auto"  # auto | off | fp16 | bf16
+    channels_last: bool | None = None  # None: automatic
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
             raise InputError(f"invalid device {self.device!r}: choose one of auto, cpu, cuda")
+        if not isinstance(self.amp, str) or self.amp not in ("auto", "off", "fp16", "bf16"):
+            raise InputError(f"invalid mixed precision {self.amp!r}: choose one of auto, off, fp16, bf16")
+        if self.channels_last is not None and not isinstance(self.channels_last, bool):
+            raise InputError(f"channels-last must be true, false or unset (automatic), got {self.channels_last!r}")
         if self.batch_size is not None and (int(self.batch_size) != self.batch_size or self.batch_size < 1):
             raise InputError(f"batch size must be a positive integer, got {self.batch_size!r}")
         object.__setattr__(self, "gpu_ids", tuple(int(g) for g in self.gpu_ids))

@@ -1,13 +1,20 @@
-"""Null responses measured once and shipped beside the weights (``NAME.null.npz``).
+"""The null-response correction: the network's mean output for pure noise, measured, kept and removed.
 
-The null response (:meth:`inference.Predictor.null_response`, docs/design.md "Null-response
-correction") is the network's mean output over cubes of pure noise at the normalised noise level.
-Measured at run time it costs 32 extra cubes per run (~5 s on two CPU cores). For white noise (inputs
-at 1 A/voxel or finer) it depends only on the weights, the cube size, the noise level and the precision
-the network computes in, so it is measured once, on more cubes, and shipped. The file records the
-SHA-256 of the weights it was made for; a file made for other weights or another noise level is
-ignored with a warning and the response is measured at run time, as it is for precisions the file
-does not hold (fp16 on a GPU) and for band-limited noise (inputs with voxels coarser than 1 A).
+A network trained on finite cubes does not map pure noise to 0 (the targets' solvent): it returns a
+small fixed pattern tied to the position inside the cube, which blending turns into a grid of faint
+blobs that is the same for every input (docs/design.md, "Null-response correction").
+:class:`NullCorrection` measures that pattern, the mean output over :data:`NULL_CUBES` cubes of
+Gaussian noise at the normalised noise level (seed :data:`NULL_SEED`; white, or band-limited for maps
+resampled from coarser voxels), in the precision and layout the maps run in, keeps it per cube size
+and band, and removes it from every cube output before blending (:func:`subtract`).
+
+Measuring costs :data:`NULL_CUBES` extra cubes, so responses are kept where a later run finds them
+(:class:`NullStore`). For white noise (inputs at the network's voxel size or finer) the response
+depends only on the weights, the cube size, the noise level and the precision, so it is measured once
+and shipped beside the weights (``NAME.null.npz``, fp32 and bf16, the CPU precisions). The file records
+the SHA-256 of the weights it was made for; a file made for other weights or another noise level is
+ignored with a warning. Other responses (fp16 on a GPU, band-limited noise) go to a per-user cache the
+first time they are measured.
 
 Make or refresh the file of a weights file (both CPU precisions where the CPU has native bf16)::
 
@@ -22,17 +29,32 @@ import os
 import time
 import zipfile
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import TYPE_CHECKING, Mapping, Optional, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
+from .errors import InputError
+from .fourier import axis_frequencies
 from .io import atomic_write
+
+if TYPE_CHECKING:
+    from .runner import NetworkRunner
 
 log = logging.getLogger(__name__)
 
-#: Noise cubes averaged for a shipped null response (the run-time measurement uses inference.NULL_CUBES).
+Band = Optional[tuple[float, float, float]]
+_Out = TypeVar("_Out")
+
+#: Pure-noise cubes averaged for a null response: enough that the estimate's own noise, the same in
+#: every output, stays below what the noise test accepts (docs/design.md, "Null-response correction").
+NULL_CUBES = 128
+#: Seed of those cubes (fixed: the correction, and so the output, is deterministic).
+NULL_SEED = 20211
+#: Noise cubes averaged for a shipped null response.
 SHIPPED_CUBES = 128
+#: At most this many noise cubes per forward pass while measuring (the CPU batch), whatever the map's batch.
+MEASURE_BATCH = 8
 _META = "meta"
 #: Environment variable naming the cache folder of band-limited null responses ("" or "off": no cache).
 CACHE_ENV = "DEEPEMHANCER_CACHE"
@@ -51,7 +73,7 @@ def _write(path: Path, sha256: str, arrays: Mapping[str, np.ndarray], *, null_st
            cubes: int) -> Path:
     meta = {"weights_sha256": sha256.lower(), "null_std": float(null_std), "seed": int(seed), "cubes": int(cubes),
             "made": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    # float16 keeps ~3 significant digits of values ~0.004: errors ~1e-6, far below the 32-cube sampling noise
+    # float16 keeps ~3 significant digits: rounding errors far below the sampling noise of the estimate
     stored = {name: np.asarray(a, np.float16) for name, a in arrays.items()}
 
     def write(tmp: str) -> None:
@@ -115,13 +137,13 @@ def cache_dir() -> Optional[Path]:
 
 
 class NullStore:
-    """Where a predictor finds null responses it need not measure (``Predictor.null_store``).
+    """Where a :class:`NullCorrection` finds null responses it need not measure, and keeps those it measured.
 
     White noise: the file shipped beside the weights (:func:`load_null_responses`; fp32 and bf16, the CPU
     precisions). Anything else (fp16 on a GPU, another cube size, band-limited noise for inputs with
     voxels coarser than the network's): a per-user cache (:func:`cache_dir`), filled the first time it
-    is measured, so later runs skip the :data:`inference.NULL_CUBES` noise cubes.
-    Cache entries hold exactly what the predictor measured (float16); their names carry the weights'
+    is measured, so later runs skip the :data:`NULL_CUBES` noise cubes.
+    Cache entries hold exactly what was measured (float16); their names carry the weights'
     SHA-256, precision, cube size, band, noise level, seed and number of cubes. A cache that cannot be
     written is skipped silently (logged at debug level).
     """
@@ -133,9 +155,7 @@ class NullStore:
         self.cache = (cache if cache is not None else cache_dir()) if use_cache else None
 
     def _entry(self, tile: int, precision: str, band: Optional[tuple[float, ...]]) -> Optional[Path]:
-        """Cache file of a response measured as the predictor does (seed, cube count); band None: white."""
-        from .inference import NULL_CUBES, NULL_SEED
-
+        """Cache file of a response measured as :class:`NullCorrection` does (seed, cube count); band None: white."""
         if self.cache is None:
             return None
         tag = "white" if band is None else "_".join(f"{b:.3f}" for b in band)
@@ -154,10 +174,8 @@ class NullStore:
         return (found, f"cached in {path}") if found is not None else (None, "")
 
     def put(self, tile: int, precision: str, band: Optional[tuple[float, ...]], response: np.ndarray) -> None:
-        """Cache a response measured by :meth:`Predictor.measure_null` with its defaults (not those the
+        """Cache a response measured by :meth:`NullCorrection.measure` with its defaults (not those the
         shipped file holds)."""
-        from .inference import NULL_CUBES, NULL_SEED
-
         shipped = band is None and (int(tile), precision) in self.shipped
         path = None if shipped else self._entry(tile, precision, band)
         if path is None:
@@ -170,28 +188,126 @@ class NullStore:
             log.debug("not caching the null response in %s: %s", path, exc)
 
 
+def _band_noise(rng: np.random.Generator, n: int, tile: int, band: Band, std: float) -> npt.NDArray[np.float32]:
+    """``n`` cubes of Gaussian noise with standard deviation ``std``, white or (``band``) with nothing
+    beyond ``band[i]`` x Nyquist along axis i (z, y, x: what Fourier resampling to finer voxels leaves)."""
+    noise = rng.normal(0.0, 1.0, (n, tile, tile, tile))
+    if band is not None:
+        spec = np.fft.rfftn(noise, axes=(1, 2, 3))
+        for f, b in zip(axis_frequencies((tile,) * 3, 1.0), band):  # cycles per voxel; Nyquist = 0.5
+            spec *= (np.abs(f) <= 0.5 * b + 1e-9)[None]
+        noise = np.fft.irfftn(spec, s=(tile, tile, tile), axes=(1, 2, 3))
+    noise *= std / np.maximum(noise.std(axis=(1, 2, 3), keepdims=True), 1e-12)  # per cube: batch-independent
+    return noise.astype(np.float32)
+
+
+def band_key(band: Optional[tuple[float, ...]]) -> Band:
+    """The band a response is measured and kept for: None (white) when it reaches Nyquist on every axis,
+    else rounded to 3 decimals so that nearly equal voxel sizes share a response.
+
+    Example:
+        >>> band_key((1.0, 1.0, 1.2)), band_key((1.0, 0.52341, 0.5))
+        (None, (1.0, 0.523, 0.5))
+    """
+    if band is None or min(band) >= 1:
+        return None
+    return tuple(round(float(b), 3) for b in band)  # type: ignore[return-value]
+
+
+def subtract(outputs: _Out, response: object) -> _Out:
+    """Remove a null response from a batch of cube outputs ``[B, T, T, T]`` in place and return them
+    (numpy arrays, or torch tensors with the response on the same device)."""
+    outputs -= response  # type: ignore[operator]
+    return outputs
+
+
+class NullCorrection:
+    """The null responses of one network run by one :class:`~runner.NetworkRunner`, per cube size and band.
+
+    Args:
+        runner: the runner the maps go through: responses are measured in its precision and layout.
+        std: standard deviation of the noise (the normalised noise level, 0.1); positive.
+        store: where responses are looked up before measuring and kept after (a :class:`NullStore`, or
+            anything with its ``get(tile, precision, band)`` and ``put(tile, precision, band, response)``);
+            None: measure.
+
+    Example:
+        >>> import torch
+        >>> from deepemhancer_engine.runner import NetworkRunner
+        >>> null = NullCorrection(NetworkRunner(torch.nn.Identity(), "cpu", amp="off"), 0.1)
+        >>> float(abs(null.response(8)).max()) < 0.05  # identity: the mean of the noise cubes
+        True
+    """
+
+    def __init__(self, runner: NetworkRunner, std: float, store: Optional[NullStore] = None) -> None:
+        if not std > 0:
+            raise InputError(f"null-response noise level must be positive, got {std!r}")
+        self.runner = runner
+        self.std = float(std)
+        self.store = store
+        self._responses: dict[tuple[int, Band], npt.NDArray[np.float32]] = {}
+
+    def measure(self, tile: int, band: Band = None, cubes: int = NULL_CUBES) -> npt.NDArray[np.float32]:
+        """Mean ``(tile, tile, tile)`` output over ``cubes`` noise cubes of std :attr:`std` (seed
+        :data:`NULL_SEED`); not kept (see :meth:`response`). The first cubes are the same for any ``cubes``.
+        """
+        import torch
+
+        rng = np.random.default_rng(NULL_SEED)
+        step = max(1, min(self.runner.resolve_batch_size(tile), MEASURE_BATCH))
+        total = np.zeros((tile, tile, tile), np.float64)
+        with torch.inference_mode():
+            for done in range(0, cubes, step):
+                noise = _band_noise(rng, min(step, cubes - done), tile, band, self.std)
+                total += self.runner.forward(noise).sum(axis=0, dtype=np.float64)
+        return (total / cubes).astype(np.float32)
+
+    def response(self, tile: int, band: Optional[tuple[float, ...]] = None) -> npt.NDArray[np.float32]:
+        """The ``(tile, tile, tile)`` mean output for pure-noise cubes.
+
+        ``band``: per axis ``(z, y, x)``, the share of the Nyquist frequency the noise reaches (a map
+        resampled from coarser voxels holds nothing beyond ``voxel / input voxel``); None = white
+        (:func:`band_key`). Found in the store: used as it is; else measured on :data:`NULL_CUBES` cubes
+        and handed to the store. Either way kept here, so each cube size and band costs at most once.
+        """
+        band = band_key(band)
+        key = (int(tile), band)
+        if key not in self._responses:
+            precision, label = self.runner.precision, f" (band {band})" if band else ""
+            known, where = self.store.get(tile, precision, band) if self.store else (None, "")
+            if known is not None and known.shape == (tile,) * 3:
+                self._responses[key] = np.asarray(known, np.float32)
+                log.info("Null response of the network for %d^3 cubes%s in %s: %s", tile, label, precision, where)
+            else:
+                t0 = time.perf_counter()
+                self._responses[key] = null = self.measure(tile, band)
+                log.info("Null response of the network measured on %d noise cubes of %d^3%s in %.1f s (rms %.3g)",
+                         NULL_CUBES, tile, label, time.perf_counter() - t0,
+                         float(np.sqrt(np.mean(null.astype(np.float64) ** 2))))
+                if self.store:
+                    self.store.put(tile, precision, band, null)
+        return self._responses[key]
+
+
 def measure(pt_path: str | os.PathLike[str], *, cubes: int = SHIPPED_CUBES, null_std: float = 0.1,
             precisions: tuple[str, ...] | None = None) -> Path:
     """Measure the white-noise null response of a weights file on CPU and write its ``.null.npz``."""
-    import torch
-
-    from . import inference, runner
     from .config import ModelName
+    from .runner import NetworkRunner, cpu_has_fast_bf16
     from .weights import load_model
 
     pt_path = Path(pt_path)
     if precisions is None:
-        precisions = ("float32", "bfloat16") if runner.cpu_has_fast_bf16() else ("float32",)
+        precisions = ("float32", "bfloat16") if cpu_has_fast_bf16() else ("float32",)
     responses = {}
     card = None
     for precision in precisions:
         model, card = load_model(ModelName.TIGHT, pt_path)  # an explicit file: the name is not used
         amp = {"float32": False, "bfloat16": "bf16"}[precision]
-        pred = inference.Predictor(model, torch.device("cpu"), amp=amp, null_std=null_std)
+        runner = NetworkRunner(model, "cpu", amp=amp)
         t0 = time.perf_counter()
-        responses[(card.tile, pred.precision)] = pred.measure_null(card.tile, cubes=cubes)
+        responses[(card.tile, runner.precision)] = NullCorrection(runner, null_std).measure(card.tile, cubes=cubes)
         log.info("%s %s: %d cubes in %.0f s", pt_path.name, precision, cubes, time.perf_counter() - t0)
     assert card is not None
-    return save_null_responses(pt_path, card.sha256, responses, null_std=null_std,
-                               seed=inference.NULL_SEED, cubes=cubes)
+    return save_null_responses(pt_path, card.sha256, responses, null_std=null_std, seed=NULL_SEED, cubes=cubes)
 

@@ -30,15 +30,29 @@ Progress = Callable[[int, int], None]
 
 @dataclasses.dataclass
 class LoadedModel:
-    """A predictor ready to run, with the model card it was built from."""
+    """A network ready to run on whole maps, with the model card it was built from.
 
-    predictor: object  # inference.Predictor
+    ``runner`` (:class:`runner.NetworkRunner`) runs the network; ``null``
+    (:class:`nullresponse.NullCorrection`, None when the correction is off) removes its response to pure
+    noise. After :meth:`predict`, ``timings`` holds the seconds in the network (``network``), in cutting
+    and blending (``blend``) and in the whole call (``predict``), and the cubes run and skipped
+    (``cubes``, ``skipped``).
+    """
+
+    runner: object  # runner.NetworkRunner
     card: object  # weights.ModelCard
     weights_path: Path
+    null: object | None = None  # nullresponse.NullCorrection
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
 
-    def predict(self, array, tiling, *, progress=None, mask=None, null_band=None):
-        """The normalised map through the network in cubes, blended (``inference.Predictor.predict``)."""
-        return self.predictor.predict(array, tiling, progress=progress, mask=mask, null_band=null_band)
+    def predict(self, array: np.ndarray, tiling: TilingConfig, *, progress: Progress | None = None,
+                mask: np.ndarray | None = None, null_band: tuple[float, float, float] | None = None) -> np.ndarray:
+        """Run a normalised map through the network cube by cube (:func:`inference.predict_volume`)."""
+        from .inference import predict_volume
+
+        result, self.timings = predict_volume(array, tiling, self.runner, null=self.null,  # type: ignore[arg-type]
+                                              null_band=null_band, mask=mask, progress=progress)
+        return result
 
 
 def model_for(config: EnhanceConfig) -> ModelName:
@@ -49,10 +63,10 @@ def model_for(config: EnhanceConfig) -> ModelName:
 
 
 def load(config: EnhanceConfig) -> LoadedModel:
-    """Resolve, verify and load the weights, and put the network on the chosen device."""
-    from .inference import Predictor
-    from .nullresponse import NullStore
-    from .runner import select_device
+    """Resolve, verify and load the weights, and put the network on the chosen device in the chosen
+    precision and layout, with the null-response correction unless it is off."""
+    from .nullresponse import NullCorrection, NullStore
+    from .runner import NetworkRunner, select_device
     from .weights import load_model, resolve_weights
 
     name = model_for(config)
@@ -61,11 +75,14 @@ def load(config: EnhanceConfig) -> LoadedModel:
     device = select_device(config.inference)
     model = model.to(device)
     log.info("Model %s (%s, %s) on %s", card.name, card.arch, pt_path.name, device)
-    null_std = config.normalization.target_std if config.inference.null_correction else None
-    predictor = Predictor(model, device, config.inference.batch_size, null_std=null_std)
-    if null_std is not None:
-        predictor.null_store = NullStore(pt_path, card.sha256, null_std)
-    return LoadedModel(predictor=predictor, card=card, weights_path=pt_path)
+    inference = config.inference
+    runner = NetworkRunner(model, device, batch_size=inference.batch_size, amp=inference.amp,
+                           channels_last=inference.channels_last)
+    null = None
+    if inference.null_correction:
+        null_std = config.normalization.target_std
+        null = NullCorrection(runner, null_std, store=NullStore(pt_path, card.sha256, null_std))
+    return LoadedModel(runner=runner, card=card, weights_path=pt_path, null=null)
 
 
 def _model_tile(card: object, default: int) -> int:

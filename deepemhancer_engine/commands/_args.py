@@ -77,20 +77,11 @@ def precision_options(args: argparse.Namespace) -> dict:
     """``--amp`` and ``--channels-last`` as :class:`config.InferenceConfig` fields (``amp``: auto|off|fp16|bf16,
     ``channels_last``: None|True|False); only values other than auto are passed, so the defaults stay
     those of the configuration."""
-    import dataclasses
-
-    from ..config import InferenceConfig
-    from ..errors import InputError
-
     options = {}
     if getattr(args, "amp", "auto") != "auto":
         options["amp"] = args.amp
     if getattr(args, "channels_last", "auto") != "auto":
         options["channels_last"] = args.channels_last == "on"
-    known = {f.name for f in dataclasses.fields(InferenceConfig)}
-    for name in options:
-        if name not in known:
-            raise InputError(f"--{name.replace('_', '-')} is not supported by this version of the engine")
     return options
 
 

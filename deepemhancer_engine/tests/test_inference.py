@@ -1,4 +1,4 @@
-"""Device selection and whole-map prediction."""
+"""Device selection, the network runner and whole-map prediction."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from torch import nn
 
 from deepemhancer_engine.config import BlendMode, InferenceConfig, TilingConfig
 from deepemhancer_engine.errors import DeviceError, InputError
-from deepemhancer_engine.inference import Predictor
-from deepemhancer_engine.runner import select_device
+from deepemhancer_engine.inference import predict_volume
+from deepemhancer_engine.runner import NetworkRunner, select_device
 from deepemhancer_engine.weights import load_model
 
 CPU = torch.device("cpu")
@@ -62,8 +62,9 @@ def test_select_device_gpu_ids(monkeypatch):
 def test_predict_affine_exact(blend, shape):
     vol = np.random.default_rng(0).normal(size=shape).astype(np.float32)
     calls = []
-    out = Predictor(Affine(), CPU, batch_size=3).predict(
-        vol, TilingConfig(tile=16, stride=8, blend=blend), progress=lambda d, t: calls.append((d, t))
+    out, _ = predict_volume(
+        vol, TilingConfig(tile=16, stride=8, blend=blend), NetworkRunner(Affine(), CPU, batch_size=3),
+        progress=lambda d, t: calls.append((d, t)),
     )
     assert out.shape == shape and out.dtype == np.float32
     np.testing.assert_allclose(out, 2 * vol + 1, atol=1e-5)
@@ -75,21 +76,21 @@ def test_predict_tiny_unet(tiny_weights):
     net, card = load_model("tightTarget", tiny_weights)
     vol = np.random.default_rng(1).normal(scale=0.1, size=(24, 40, 33)).astype(np.float32)
     tiling = TilingConfig(tile=card.tile, stride=16)
-    out = Predictor(net, CPU, batch_size=2).predict(vol, tiling)
+    out, _ = predict_volume(vol, tiling, NetworkRunner(net, CPU, batch_size=2))
     assert out.shape == vol.shape and np.isfinite(out).all()
     # same cubes in another batch size: same answer
-    out2 = Predictor(net, CPU, batch_size=5).predict(vol, tiling)
+    out2, _ = predict_volume(vol, tiling, NetworkRunner(net, CPU, batch_size=5))
     np.testing.assert_allclose(out, out2, rtol=1e-5, atol=1e-6)
 
 
 def test_predict_rejects_bad_input():
-    pred = Predictor(Affine(), CPU, batch_size=1)
+    run = NetworkRunner(Affine(), CPU, batch_size=1)
     with pytest.raises(InputError, match="divisible by 8"):
-        pred.predict(np.zeros((16, 16, 16), np.float32), TilingConfig(tile=12, stride=6))
+        predict_volume(np.zeros((16, 16, 16), np.float32), TilingConfig(tile=12, stride=6), run)
     with pytest.raises(InputError, match="3-D map"):
-        pred.predict(np.zeros((16, 16), np.float32), TilingConfig(tile=16, stride=8))
+        predict_volume(np.zeros((16, 16), np.float32), TilingConfig(tile=16, stride=8), run)
     with pytest.raises(InputError, match="mixed-precision"):
-        Predictor(Affine(), CPU, 1, amp="fp8")
+        NetworkRunner(Affine(), CPU, batch_size=1, amp="fp8")
 
 
 def test_cuda_oom_becomes_device_error():
@@ -98,7 +99,7 @@ def test_cuda_oom_becomes_device_error():
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
     with pytest.raises(DeviceError, match=r"lower the batch size \(-b\) or use --device cpu"):
-        Predictor(OOM(), CPU, batch_size=4).predict(np.zeros((16, 16, 16), np.float32), TilingConfig(16, 8))
+        predict_volume(np.zeros((16, 16, 16), np.float32), TilingConfig(16, 8), NetworkRunner(OOM(), CPU, batch_size=4))
 
 
 @pytest.mark.gpu
@@ -106,8 +107,77 @@ def test_cuda_matches_cpu(tiny_weights):
     net, card = load_model("tightTarget", tiny_weights)
     vol = np.random.default_rng(2).normal(scale=0.1, size=(40, 48, 37)).astype(np.float32)
     tiling = TilingConfig(tile=32, stride=16, blend=BlendMode.GAUSSIAN)
-    cpu = Predictor(net, CPU, batch_size=4, amp="off").predict(vol, tiling)  # fp32 on any CPU
-    gpu32 = Predictor(net, torch.device("cuda:0"), batch_size=4, amp=False).predict(vol, tiling)  # TF32 off
+    cpu, _ = predict_volume(vol, tiling, NetworkRunner(net, CPU, batch_size=4, amp="off"))  # fp32 on any CPU
+    gpu32, _ = predict_volume(vol, tiling, NetworkRunner(net, "cuda:0", batch_size=4, amp=False))  # TF32 off
     np.testing.assert_allclose(gpu32, cpu, rtol=1e-3, atol=1e-4 * float(np.abs(cpu).max()))
-    gpu16 = Predictor(net, torch.device("cuda:0"), batch_size=4).predict(vol, tiling)  # fp16 autocast
+    gpu16, _ = predict_volume(vol, tiling, NetworkRunner(net, "cuda:0", batch_size=4))  # fp16 autocast
     assert np.abs(gpu16 - cpu).max() <= 2e-2 * float(np.abs(cpu).max())
+
+
+# --- precision and layout as configuration ------------------------------------------------------
+
+
+def test_inference_config_amp_and_channels_last_validated():
+    cfg = InferenceConfig()
+    assert cfg.amp == "auto" and cfg.channels_last is None
+    assert InferenceConfig(amp="bf16", channels_last=True).amp == "bf16"
+    with pytest.raises(InputError) as err:
+        InferenceConfig(amp="bogus")
+    assert str(err.value) == "invalid mixed precision 'bogus': choose one of auto, off, fp16, bf16"
+    assert "\n" not in str(err.value)
+    for bad in (None, False, "FP16"):
+        with pytest.raises(InputError, match="invalid mixed precision"):
+            InferenceConfig(amp=bad)
+    with pytest.raises(InputError, match="channels-last .* got 'yes'"):
+        InferenceConfig(channels_last="yes")
+
+
+@pytest.mark.parametrize("fast_bf16", [True, False])
+def test_amp_auto_is_todays_default(monkeypatch, fast_bf16):
+    from deepemhancer_engine import runner
+
+    monkeypatch.setattr(runner, "cpu_has_fast_bf16", lambda: fast_bf16)
+    auto, none = NetworkRunner(Affine(), CPU, amp="auto"), NetworkRunner(Affine(), CPU)
+    assert auto.amp_dtype is none.amp_dtype is (torch.bfloat16 if fast_bf16 else None)
+    assert auto.channels_last == none.channels_last == fast_bf16
+    assert runner._amp_dtype("auto", torch.device("cuda:0")) is torch.float16
+
+
+def test_amp_off_runs_fp32():
+    seen = []
+
+    class Probe(nn.Module):
+        size_multiple = 8
+
+        def forward(self, x):
+            y = nn.functional.conv3d(x, torch.ones(1, 1, 1, 1, 1))  # autocast casts convolutions
+            seen.append((y.dtype, x.is_contiguous(memory_format=torch.channels_last_3d)))
+            return y
+
+    run = NetworkRunner(Probe(), CPU, batch_size=2, amp="off")
+    vol = np.random.default_rng(4).normal(size=(16, 16, 24)).astype(np.float32)
+    out, timings = predict_volume(vol, TilingConfig(16, 8), run)
+    assert run.precision == "float32" and run.describe() == ""
+    assert seen and all(dtype is torch.float32 for dtype, _ in seen)
+    np.testing.assert_allclose(out, vol, atol=1e-6)
+    seen.clear()
+    bf16 = NetworkRunner(Probe(), CPU, batch_size=2, amp="bf16")  # channels-last by default with bf16 on CPU
+    bf16.forward(vol[None, :16, :16, :16].copy())
+    assert seen == [(torch.bfloat16, True)] and bf16.describe() == ", bfloat16 autocast, channels-last"
+
+
+def test_load_passes_amp_and_channels_last(tiny_weights):
+    from deepemhancer_engine import pipeline
+    from deepemhancer_engine.config import EnhanceConfig
+
+    cfg = EnhanceConfig(weights=tiny_weights,
+                        inference=InferenceConfig(device="cpu", batch_size=3, amp="off", channels_last=True))
+    lm = pipeline.load(cfg)
+    assert lm.runner.amp_dtype is None and lm.runner.channels_last and lm.runner.batch_size == 3
+    vol = np.random.default_rng(5).normal(scale=0.1, size=(24, 30, 33)).astype(np.float32)
+    tiling = TilingConfig(tile=lm.card.tile, stride=16)
+    out = lm.predict(vol, tiling)
+    ref, timings = predict_volume(vol, tiling, lm.runner, null=lm.null)
+    np.testing.assert_array_equal(out, ref)
+    assert lm.timings.keys() == timings.keys() == {"network", "blend", "predict", "cubes", "skipped"}
+    assert lm.timings["cubes"] == timings["cubes"] > 0

@@ -7,14 +7,20 @@ import pytest
 import torch
 from torch import nn
 
-from deepemhancer_engine import inference, runner
+from deepemhancer_engine import nullresponse, runner
 from deepemhancer_engine.cli import build_parser, config_from_args
 from deepemhancer_engine.config import TilingConfig
 from deepemhancer_engine.errors import InputError
-from deepemhancer_engine.inference import Predictor
+from deepemhancer_engine.inference import predict_volume
+from deepemhancer_engine.nullresponse import NullCorrection
+from deepemhancer_engine.runner import NetworkRunner
 
 CPU = torch.device("cpu")
 TILE = 16
+
+
+def fp32(net: nn.Module, batch_size: int | None = None, device=CPU) -> NetworkRunner:
+    return NetworkRunner(net, device, batch_size=batch_size, amp="off")
 
 
 class PatternNet(nn.Module):
@@ -35,31 +41,41 @@ class PatternNet(nn.Module):
 def test_fixed_pattern_removed_exactly():
     vol = np.random.default_rng(0).normal(0, 0.1, (40, 33, 50)).astype(np.float32)
     tiling = TilingConfig(tile=TILE, stride=10)
-    raw = Predictor(PatternNet(), CPU, 4, amp="off").predict(vol, tiling)
+    raw, _ = predict_volume(vol, tiling, fp32(PatternNet(), 4))
     assert np.abs(raw).max() > 0.02  # without the correction: a grid of blobs
-    fixed = Predictor(PatternNet(), CPU, 4, amp="off", null_std=0.1).predict(vol, tiling)
+    run = fp32(PatternNet(), 4)
+    fixed, _ = predict_volume(vol, tiling, run, null=NullCorrection(run, 0.1))
     np.testing.assert_allclose(fixed, 0.0, atol=1e-6)
 
 
 def test_linear_part_kept_and_null_deterministic():
     vol = np.random.default_rng(1).normal(0, 1.0, (32, 32, 32)).astype(np.float32)
     tiling = TilingConfig(tile=TILE, stride=8)
-    a = Predictor(PatternNet(gain=2.0), CPU, 3, amp="off", null_std=0.1)
-    b = Predictor(PatternNet(gain=2.0), CPU, 5, amp="off", null_std=0.1)
-    out = a.predict(vol, tiling)
+    run_a = fp32(PatternNet(gain=2.0), 3)
+    a = NullCorrection(run_a, 0.1)
+    b = NullCorrection(fp32(PatternNet(gain=2.0), 5), 0.1)
+    out, timings = predict_volume(vol, tiling, run_a, null=a)
     # null response = pattern + 2 x (mean of the NULL_CUBES noise cubes): within a few std of the pattern
-    null = a.null_response(TILE)
-    assert np.abs(null - PatternNet().pattern.numpy()).max() < 5 * 2 * 0.1 / np.sqrt(inference.NULL_CUBES)
-    np.testing.assert_array_equal(null, b.null_response(TILE))  # fixed seed, independent of batch size
+    null = a.response(TILE)
+    assert np.abs(null - PatternNet().pattern.numpy()).max() < 5 * 2 * 0.1 / np.sqrt(nullresponse.NULL_CUBES)
+    np.testing.assert_array_equal(null, b.response(TILE))  # fixed seed, independent of batch size
     assert np.corrcoef(out.ravel(), vol.ravel())[0, 1] > 0.99
-    assert a.timings["cubes"] == 14  # 3 x 3 x 3 grid, fcc lattice: the 14 cubes of even index sum (corners among them)
-    assert a.null_response(TILE) is null  # measured once per cube size
+    assert timings["cubes"] == 14  # 3 x 3 x 3 grid, fcc lattice: the 14 cubes of even index sum (corners among them)
+    assert a.response(TILE) is null  # measured once per cube size
 
 
-def test_off_by_default_in_predictor_and_validated():
-    assert Predictor(nn.Identity(), CPU).null_response(TILE) is None
+def test_off_without_a_correction_and_validated(tiny_weights):
+    from deepemhancer_engine import pipeline
+    from deepemhancer_engine.config import EnhanceConfig, InferenceConfig
+
+    vol = np.zeros((16, 16, 16), np.float32)
+    raw, _ = predict_volume(vol, TilingConfig(tile=TILE, stride=8), fp32(PatternNet()))
+    assert np.abs(raw).max() > 0.02  # no correction unless one is given
+    off = pipeline.load(EnhanceConfig(weights=tiny_weights, inference=InferenceConfig(device="cpu",
+                                                                                      null_correction=False)))
+    assert off.null is None
     with pytest.raises(InputError, match="must be positive"):
-        Predictor(nn.Identity(), CPU, null_std=0.0)
+        NullCorrection(fp32(nn.Identity()), 0.0)
 
 
 def test_cli_switch():
@@ -71,16 +87,16 @@ def test_cli_switch():
 
 def test_band_limited_null_noise():
     rng = np.random.default_rng(0)
-    cubes = inference._band_noise(rng, 3, TILE, (1.0, 0.5, 0.25), 0.1)
+    cubes = nullresponse._band_noise(rng, 3, TILE, (1.0, 0.5, 0.25), 0.1)
     assert cubes.shape == (3, TILE, TILE, TILE) and cubes.dtype == np.float32
     np.testing.assert_allclose(cubes.std(axis=(1, 2, 3)), 0.1, rtol=1e-5)
     power = np.abs(np.fft.fftn(cubes[0])) ** 2
     f = np.abs(np.fft.fftfreq(TILE))
     assert power[:, f > 0.25 + 1e-9, :].max() < 1e-8 * power.sum()  # y: half the Nyquist frequency
     assert power[:, :, f > 0.125 + 1e-9].max() < 1e-8 * power.sum()  # x: a quarter
-    p = Predictor(PatternNet(gain=1.0), CPU, 4, amp="off", null_std=0.1)
-    white, band = p.null_response(TILE), p.null_response(TILE, (1.0, 0.5, 0.5))
-    assert white is p.null_response(TILE, (1.0, 1.0, 1.2))  # at or beyond Nyquist everywhere = white
+    p = NullCorrection(fp32(PatternNet(gain=1.0), 4), 0.1)
+    white, band = p.response(TILE), p.response(TILE, (1.0, 0.5, 0.5))
+    assert white is p.response(TILE, (1.0, 1.0, 1.2))  # at or beyond Nyquist everywhere = white
     assert band is not white and not np.array_equal(band, white)
 
 
@@ -88,8 +104,9 @@ def test_band_limited_null_noise():
 def test_cuda_null_correction_matches_cpu():
     vol = np.random.default_rng(2).normal(0, 0.3, (40, 36, 50)).astype(np.float32)
     tiling = TilingConfig(tile=TILE, stride=8)
-    cpu = Predictor(PatternNet(gain=1.5), CPU, 4, amp="off", null_std=0.1).predict(vol, tiling)
-    gpu = Predictor(PatternNet(gain=1.5), torch.device("cuda:0"), 3, amp="off", null_std=0.1).predict(vol, tiling)
+    cpu_run, gpu_run = fp32(PatternNet(gain=1.5), 4), fp32(PatternNet(gain=1.5), 3, torch.device("cuda:0"))
+    cpu, _ = predict_volume(vol, tiling, cpu_run, null=NullCorrection(cpu_run, 0.1))
+    gpu, _ = predict_volume(vol, tiling, gpu_run, null=NullCorrection(gpu_run, 0.1))
     np.testing.assert_allclose(gpu, cpu, atol=1e-5)
 
 
@@ -104,19 +121,18 @@ def test_shipped_file_round_trip_and_used(tiny_weights, caplog):
     assert path == null_path(tiny_weights) == tiny_weights.with_suffix(".null.npz")
     cfg = EnhanceConfig(weights=tiny_weights, inference=InferenceConfig(device="cpu"))
     lm = pipeline.load(cfg)
-    store = lm.predictor.null_store
+    store = lm.null.store
     assert isinstance(store, NullStore) and set(store.shipped) == {(32, "float32")}
     shipped = store.shipped[(32, "float32")]
-    # the file holds what a predictor measures with that many cubes (stored as float16)
-    ref = Predictor(load_model("tightTarget", tiny_weights)[0], CPU, amp="off", null_std=0.1)
-    np.testing.assert_allclose(shipped, ref.measure_null(32, cubes=6), rtol=1e-3, atol=1e-6)
+    # the file holds what a NullCorrection measures with that many cubes (stored as float16)
+    ref = NullCorrection(fp32(load_model("tightTarget", tiny_weights)[0]), 0.1)
+    np.testing.assert_allclose(shipped, ref.measure(32, cubes=6), rtol=1e-3, atol=1e-6)
     # used as it is in the matching precision, measured (NULL_CUBES cubes) in another
-    off = Predictor(lm.predictor.model, CPU, amp="off", null_std=0.1)
-    off.null_store = store
-    np.testing.assert_array_equal(off.null_response(32), shipped)
-    bf = Predictor(lm.predictor.model, CPU, amp="bf16", null_std=0.1)
-    bf.null_store = store
-    assert bf.precision == "bfloat16" and not np.array_equal(bf.null_response(32), shipped)
+    off = NullCorrection(fp32(lm.runner.model), 0.1, store=store)
+    np.testing.assert_array_equal(off.response(32), shipped)
+    bf_run = NetworkRunner(lm.runner.model, CPU, amp="bf16")
+    bf = NullCorrection(bf_run, 0.1, store=store)
+    assert bf_run.precision == "bfloat16" and not np.array_equal(bf.response(32), shipped)
     # stale file (other weights or noise level): ignored with a warning
     caplog.clear()
     assert load_null_responses(tiny_weights, "0" * 64, 0.1) == {}
@@ -137,25 +153,24 @@ def test_null_responses_not_shipped_cached_per_user(tiny_weights, tmp_path, monk
     model, card = load_model("tightTarget", tiny_weights)
     band = (0.5, 0.5, 0.75)
     cache = tmp_path / "cache"
-    first = Predictor(model, CPU, amp="off", null_std=0.1)
-    first.null_store = NullStore(tiny_weights, card.sha256, 0.1, cache)
-    measured = first.null_response(32, band)
+    first = NullCorrection(fp32(model), 0.1, store=NullStore(tiny_weights, card.sha256, 0.1, cache))
+    measured = first.response(32, band)
     (entry,) = cache.iterdir()
     assert card.sha256[:16] in entry.name and "0.500_0.500_0.750" in entry.name
-    assert entry.name.endswith(f"-s{inference.NULL_SEED}x{inference.NULL_CUBES}.npz")
-    # a second run (new predictor) reads it back instead of measuring: no forward pass at all
-    second = Predictor(model, CPU, amp="off", null_std=0.1)
-    second.null_store = NullStore(tiny_weights, card.sha256, 0.1, cache)
-    monkeypatch.setattr(second, "_forward", lambda batch: pytest.fail("measured although cached"))
-    with caplog.at_level("INFO", logger="deepemhancer_engine.inference"):
-        np.testing.assert_allclose(second.null_response(32, band), measured, rtol=1e-3, atol=1e-6)
+    assert entry.name.endswith(f"-s{nullresponse.NULL_SEED}x{nullresponse.NULL_CUBES}.npz")
+    # a second run (new correction) reads it back instead of measuring: no forward pass at all
+    second_run = fp32(model)
+    second = NullCorrection(second_run, 0.1, store=NullStore(tiny_weights, card.sha256, 0.1, cache))
+    monkeypatch.setattr(second_run, "forward", lambda batch: pytest.fail("measured although cached"))
+    with caplog.at_level("INFO", logger="deepemhancer_engine.nullresponse"):
+        np.testing.assert_allclose(second.response(32, band), measured, rtol=1e-3, atol=1e-6)
     assert "cached in" in caplog.text
     # other weights do not use it
     other = NullStore(tiny_weights, "f" * 64, 0.1, cache)
     assert other.get(32, "float32", band) == (None, "")
     # white noise in a precision the shipped file lacks (fp16 on a GPU) is cached too; one it holds is not
-    first.null_store.put(32, "float16", None, measured)
-    found, where = first.null_store.get(32, "float16")
+    first.store.put(32, "float16", None, measured)
+    found, where = first.store.get(32, "float16")
     assert where.startswith("cached in") and "-float16-32-white-" in where
     np.testing.assert_allclose(found, measured, rtol=1e-3, atol=1e-6)
     measure(tiny_weights, cubes=6, precisions=("float32",))
@@ -190,11 +205,71 @@ def test_shipped_null_responses_match_the_weights():
             assert (card.tile, "bfloat16") in table
     pt, _ = resolve_weights(ModelName.TIGHT)
     model, card = load_model(ModelName.TIGHT)
-    pred = Predictor(model, CPU, null_std=0.1)
-    shipped = load_null_responses(pt, card.sha256, 0.1)[(card.tile, pred.precision)]
-    measured = pred.measure_null(card.tile, cubes=32)  # the first 32 of the file's 128, for speed
+    run = NetworkRunner(model, CPU)
+    shipped = load_null_responses(pt, card.sha256, 0.1)[(card.tile, run.precision)]
+    measured = NullCorrection(run, 0.1).measure(card.tile, cubes=32)  # the first 32 of the file's 128, for speed
     rms = lambda a: float(np.sqrt(np.mean(a.astype(np.float64) ** 2)))  # noqa: E731
     # 32 noise cubes leave ~15 % sampling noise against the 128-cube file (the shipped default responds
     # faintly: rms ~0.001 for noise of std 0.1); the other precision's entry differs by ~50 %, garbage or
     # another model's by ~100 % or more
     assert rms(measured - shipped) < 0.3 * rms(shipped), (rms(measured - shipped), rms(shipped))
+
+
+# ------------------------------------------------------------------ NullCorrection: cache and store
+class FakeStore:
+    """Records the lookups and keeps what is put."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.kept: dict[tuple, np.ndarray] = {}
+
+    def get(self, tile, precision, band):
+        self.calls.append(("get", tile, precision, band))
+        found = self.kept.get((tile, precision, band))
+        return (found, "the fake store") if found is not None else (None, "")
+
+    def put(self, tile, precision, band, response):
+        self.calls.append(("put", tile, precision, band))
+        self.kept[(tile, precision, band)] = response
+
+
+def test_null_correction_measures_once_per_cube_and_band_with_the_store_given(monkeypatch):
+    run = fp32(PatternNet(gain=1.0), 4)
+    forwards = []
+    forward = run.forward
+    monkeypatch.setattr(run, "forward", lambda batch: forwards.append(len(batch)) or forward(batch))
+    store = FakeStore()
+    null = NullCorrection(run, 0.1, store=store)
+    white = null.response(TILE)
+    assert sum(forwards) == nullresponse.NULL_CUBES and max(forwards) == 4  # the runner's batch
+    band = null.response(TILE, (0.5, 0.5, 1.0))
+    assert null.response(TILE) is white and null.response(TILE, (1.0, 1.2, 1.0)) is white
+    assert null.response(TILE, (0.5004, 0.4996, 1.0)) is band  # the same band to 3 decimals
+    assert sum(forwards) == 2 * nullresponse.NULL_CUBES  # nothing measured twice
+    assert store.calls == [("get", TILE, "float32", None), ("put", TILE, "float32", None),
+                           ("get", TILE, "float32", (0.5, 0.5, 1.0)), ("put", TILE, "float32", (0.5, 0.5, 1.0))]
+    # another correction with the same store finds both: no forward pass
+    forwards.clear()
+    again = NullCorrection(run, 0.1, store=store)
+    assert again.response(TILE) is white and again.response(TILE, (0.5, 0.5, 1.0)) is band and not forwards
+    # a stored response of the wrong shape is measured again; without a store nothing is kept outside
+    store.kept[(8, "float32", None)] = np.zeros((4, 4, 4), np.float32)
+    assert NullCorrection(fp32(nn.Identity()), 0.1, store=store).response(8).shape == (8, 8, 8)
+    assert store.calls[-1] == ("put", 8, "float32", None)
+    np.testing.assert_array_equal(NullCorrection(run, 0.1).response(TILE), white)
+
+
+def test_band_noise_is_the_cached_responses_noise():
+    """The band limit keeps exactly the frequencies (cycles/voxel) up to band x 0.5 on each axis: the
+    noise, and so every cached and shipped response, stays what it was measured with."""
+    tile, band = 16, (0.5, 1.0, 0.25)
+    rng = np.random.default_rng(nullresponse.NULL_SEED)
+    ref = rng.normal(0.0, 1.0, (2, tile, tile, tile))
+    spec = np.fft.rfftn(ref, axes=(1, 2, 3))
+    spec[:, np.abs(np.fft.fftfreq(tile)) > 0.25 + 1e-9] = 0
+    spec[..., np.fft.rfftfreq(tile) > 0.125 + 1e-9] = 0
+    ref = np.fft.irfftn(spec, s=(tile,) * 3, axes=(1, 2, 3))
+    ref *= 0.1 / ref.std(axis=(1, 2, 3), keepdims=True)
+    got = nullresponse._band_noise(np.random.default_rng(nullresponse.NULL_SEED), 2, tile, band, 0.1)
+    np.testing.assert_array_equal(got, ref.astype(np.float32))
+    assert nullresponse.band_key((1.0, 1.0, 1.0)) is None and nullresponse.band_key(band) == band

@@ -10,8 +10,8 @@ from torch import nn
 from deepemhancer_engine import inference, runner
 from deepemhancer_engine.config import BlendMode, TilingConfig
 from deepemhancer_engine.errors import InputError
-from deepemhancer_engine.inference import Predictor
-from deepemhancer_engine.runner import batch_from_memory
+from deepemhancer_engine.inference import predict_volume
+from deepemhancer_engine.runner import NetworkRunner, batch_from_memory
 from deepemhancer_engine.tiling import TileGrid, TileMerger, iter_batches, pad_to_tile, split_by_mask
 from deepemhancer_engine.weights import load_model
 
@@ -73,7 +73,7 @@ def test_weighted_add_equals_plain_add():
     np.testing.assert_allclose(plain.result(), weighted.result(), rtol=1e-6, atol=1e-6)
 
 
-# --- predictor: mask skipping is exact inside the mask ------------------------------------------
+# --- predict_volume: mask skipping is exact inside the mask ------------------------------------------
 
 
 def test_mask_skipping_exact_inside_mask(tiny_weights):
@@ -82,20 +82,19 @@ def test_mask_skipping_exact_inside_mask(tiny_weights):
     tiling = TilingConfig(tile=card.tile, stride=16)
     # one cube per batch: a cube's output then does not depend on which cubes share its batch (oneDNN's
     # fp32 kernels may round differently for other batch contents), so the comparison can be exact
-    pred = Predictor(net, CPU, batch_size=1, amp="off")
-    full = pred.predict(vol, tiling)
-    n_full = pred.timings["cubes"]
+    run = NetworkRunner(net, CPU, batch_size=1, amp="off")
+    full, t_full = predict_volume(vol, tiling, run)
     calls = []
-    skipped = pred.predict(vol, tiling, mask=mask, progress=lambda d, t: calls.append((d, t)))
-    assert pred.timings["skipped"] > 0 and pred.timings["cubes"] + pred.timings["skipped"] == n_full
-    assert calls[-1] == (pred.timings["cubes"],) * 2
+    skipped, t = predict_volume(vol, tiling, run, mask=mask, progress=lambda d, n: calls.append((d, n)))
+    assert t["skipped"] > 0 and t["cubes"] + t["skipped"] == t_full["cubes"]
+    assert calls[-1] == (t["cubes"],) * 2
     inside = mask > 1e-3
     np.testing.assert_array_equal(skipped[inside], full[inside])
-    # the predictor's grid: starts on multiples of 16 on the padded map, fcc lattice (Gaussian, stride <= tile/2)
+    # the grid: starts on multiples of 16 on the padded map, fcc lattice (Gaussian, stride <= tile/2)
     assert tiling.cube_lattice.value == "fcc" and inference.cube_alignment(tiling, 8) == 16
     padded_mask, unpad = pad_to_tile(mask, card.tile, align=16)
     grid = TileGrid.from_shape(padded_mask.shape, card.tile, 16, 16, "fcc")
-    assert pred.timings["cubes"] + pred.timings["skipped"] == grid.n_tiles
+    assert t["cubes"] + t["skipped"] == grid.n_tiles
     covered = np.zeros(padded_mask.shape, bool)
     for s in split_by_mask(grid, padded_mask)[0]:
         covered[grid.slices(s)] = True
@@ -103,11 +102,11 @@ def test_mask_skipping_exact_inside_mask(tiny_weights):
 
 
 def test_mask_of_zeros_skips_everything_and_wrong_shape_fails():
-    pred = Predictor(nn.Identity(), CPU, batch_size=2)
-    out = pred.predict(np.ones((16, 16, 24), np.float32), TilingConfig(16, 8), mask=np.zeros((16, 16, 24)))
-    assert out.shape == (16, 16, 24) and not out.any() and pred.timings["cubes"] == 0
+    run = NetworkRunner(nn.Identity(), CPU, batch_size=2)
+    out, t = predict_volume(np.ones((16, 16, 24), np.float32), TilingConfig(16, 8), run, mask=np.zeros((16, 16, 24)))
+    assert out.shape == (16, 16, 24) and not out.any() and t["cubes"] == 0
     with pytest.raises(InputError, match="mask shape"):
-        pred.predict(np.ones((16, 16, 24), np.float32), TilingConfig(16, 8), mask=np.zeros((16, 16, 23)))
+        predict_volume(np.ones((16, 16, 24), np.float32), TilingConfig(16, 8), run, mask=np.zeros((16, 16, 23)))
 
 
 # --- precision, layout, batch size --------------------------------------------------------------
@@ -115,12 +114,12 @@ def test_mask_of_zeros_skips_everything_and_wrong_shape_fails():
 
 def test_cpu_precision_defaults(monkeypatch):
     monkeypatch.setattr(runner, "cpu_has_fast_bf16", lambda: True)
-    p = Predictor(nn.Identity(), CPU)
+    p = NetworkRunner(nn.Identity(), CPU)
     assert p.amp_dtype is torch.bfloat16 and p.channels_last
     monkeypatch.setattr(runner, "cpu_has_fast_bf16", lambda: False)
-    p = Predictor(nn.Identity(), CPU)
+    p = NetworkRunner(nn.Identity(), CPU)
     assert p.amp_dtype is None and not p.channels_last
-    p = Predictor(nn.Identity(), CPU, amp="bf16", channels_last=False)
+    p = NetworkRunner(nn.Identity(), CPU, amp="bf16", channels_last=False)
     assert p.amp_dtype is torch.bfloat16 and not p.channels_last
     assert isinstance(runner.cpu_has_fast_bf16(), bool)
 
@@ -129,8 +128,8 @@ def test_bf16_channels_last_close_to_fp32(tiny_weights):
     net, card = load_model("tightTarget", tiny_weights)
     vol, _ = blob_and_mask()
     tiling = TilingConfig(tile=card.tile, stride=16)
-    fp32 = Predictor(net, CPU, 4, amp="off", channels_last=False).predict(vol, tiling)
-    bf16 = Predictor(net, CPU, 4, amp="bf16", channels_last=True).predict(vol, tiling)
+    fp32, _ = predict_volume(vol, tiling, NetworkRunner(net, CPU, batch_size=4, amp="off", channels_last=False))
+    bf16, _ = predict_volume(vol, tiling, NetworkRunner(net, CPU, batch_size=4, amp="bf16", channels_last=True))
     cc = np.corrcoef(fp32.ravel(), bf16.ravel())[0, 1]
     assert cc > 0.999 and bf16.flags.c_contiguous and bf16.dtype == np.float32
 
@@ -140,18 +139,17 @@ def test_batch_size_choice():
     assert batch_from_memory(4e9, 300e6) == 6
     assert batch_from_memory(1e6, 300e6) == 1
     assert batch_from_memory(80e9, 300e6, cap=8) == 8
-    assert Predictor(nn.Identity(), CPU).resolve_batch_size(64) == inference.CPU_BATCH_SIZE
-    assert Predictor(nn.Identity(), CPU, "auto").batch_size is None
-    assert Predictor(nn.Identity(), CPU, 3).resolve_batch_size(64) == 3
+    assert NetworkRunner(nn.Identity(), CPU).resolve_batch_size(64) == runner.CPU_BATCH_SIZE
+    assert NetworkRunner(nn.Identity(), CPU, batch_size="auto").batch_size is None
+    assert NetworkRunner(nn.Identity(), CPU, batch_size=3).resolve_batch_size(64) == 3
     for bad in (0, -1, 2.5, "big", True):
         with pytest.raises(InputError, match="batch size"):
-            Predictor(nn.Identity(), CPU, bad)
+            NetworkRunner(nn.Identity(), CPU, batch_size=bad)
 
 
 def test_timings_reported():
-    pred = Predictor(nn.Identity(), CPU, batch_size=2)
-    pred.predict(np.zeros((20, 20, 20), np.float32), TilingConfig(16, 8))
-    t = pred.timings
+    _, t = predict_volume(np.zeros((20, 20, 20), np.float32), TilingConfig(16, 8),
+                          NetworkRunner(nn.Identity(), CPU, batch_size=2))
     assert t["cubes"] == 8 and t["skipped"] == 0 and t["network"] >= 0 and t["blend"] >= 0
     assert t["predict"] >= t["network"]
 
@@ -164,14 +162,14 @@ def test_cuda_loop_matches_cpu_with_auto_batch_and_mask(tiny_weights):
     net, card = load_model("tightTarget", tiny_weights)
     vol, mask = blob_and_mask(shape=(45, 70, 58))
     tiling = TilingConfig(tile=card.tile, stride=12)  # many cubes: several double-buffered batches
-    cpu = Predictor(net, CPU, 5, amp="off").predict(vol, tiling, mask=mask)
-    gpu = Predictor(net, torch.device("cuda:0"), batch_size=5, amp="off")
-    out = gpu.predict(vol, tiling, mask=mask)  # 5 does not divide the cube count: a short last batch
+    cpu, _ = predict_volume(vol, tiling, NetworkRunner(net, CPU, batch_size=5, amp="off"), mask=mask)
+    gpu = NetworkRunner(net, torch.device("cuda:0"), batch_size=5, amp="off")
+    out, _ = predict_volume(vol, tiling, gpu, mask=mask)  # 5 does not divide the cube count: a short last batch
     scale = float(np.abs(cpu).max())
     np.testing.assert_allclose(out, cpu, rtol=1e-3, atol=1e-4 * scale)
-    auto = Predictor(net, torch.device("cuda:0"), batch_size=None)
-    assert 1 <= auto.resolve_batch_size(card.tile) <= inference.MAX_CUDA_BATCH
-    out16 = auto.predict(vol, tiling, mask=mask)  # fp16 autocast
+    auto = NetworkRunner(net, torch.device("cuda:0"), batch_size=None)
+    assert 1 <= auto.resolve_batch_size(card.tile) <= runner.MAX_CUDA_BATCH
+    out16, _ = predict_volume(vol, tiling, auto, mask=mask)  # fp16 autocast
     assert np.abs(out16 - cpu).max() <= 2e-2 * scale
 
 
@@ -186,6 +184,5 @@ def test_cuda_oom_is_device_error_with_auto_batch():
     from deepemhancer_engine.errors import DeviceError
 
     with pytest.raises(DeviceError, match="lower the batch size"):
-        Predictor(Huge(), torch.device("cuda:0"), batch_size=2).predict(
-            np.zeros((16, 16, 16), np.float32), TilingConfig(16, 8)
-        )
+        predict_volume(np.zeros((16, 16, 16), np.float32), TilingConfig(16, 8),
+                       NetworkRunner(Huge(), torch.device("cuda:0"), batch_size=2))
