@@ -6,7 +6,7 @@
 #   2. train the paper's 32/64/128 U-Net (tightTarget) and the compact 16/32/64 one side by side on
 #      64^3 cubes with bf16 autocast (the compact one is the default model);
 #   3. fine-tune wideTarget, highRes and maskNormalized from the paper-size tightTarget, side by side;
-#   4. measure the null response of each exported model (python -m deepemhancer_engine.nullresponse).
+#   4. measure the null response of each exported model (deepemhancer null-response).
 # The shipped weights come from this script on one NVIDIA H200 with 16 CPU cores and the default times
 # (about 9 minutes: 2 minutes of simulation, then training), plus a 3-minute resumption of the
 # paper-size run. Running it again with the same folders continues: existing shards are kept and
@@ -184,7 +184,7 @@ for p in $PB $PW $PH $PM; do wait "$p"; r=$?; say "pid $p exit $r"; [ "$r" = 0 ]
 if [ "$NULL" = 1 ]; then
     for pt in "$WEIGHTS"/*.pt; do
         [ -e "$pt" ] || continue
-        $PY -m deepemhancer_engine.nullresponse "$pt" >> "$LOGS/nullresponse.log" 2>&1
+        $PY -m deepemhancer_engine null-response "$pt" >> "$LOGS/nullresponse.log" 2>&1
         say "null response $(basename "$pt"): rc $?"
     done
 fi
