@@ -12,8 +12,9 @@ Layout for ``filters=(f1, f2, f3)`` (paper: 32/64/128; compact: 16/32/64) on a `
 
 GroupNorm uses the largest group count <= 8 that divides the channel count (8 for the real variants,
 fewer for test-sized ones); PReLU has one slope per layer. Parameter counts: paper 4,468,726,
-compact 1,118,726 (an independent PyTorch statement of the paper's layout counts 4.46 M and 1.12 M). The network is fully convolutional:
-any edge divisible by 8 works (trained on 64^3, may be trained on 32^3 crops).
+compact 1,118,726 (an independent PyTorch statement of the paper's layout counts 4.46 M and 1.12 M).
+The network is fully convolutional: any edge divisible by 8 works (trained on 64^3, may be trained on
+32^3 crops).
 """
 
 from __future__ import annotations
