@@ -29,7 +29,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deepemhancer_engine.evaluate import evaluate, make_enhancer, model_metrics  # noqa: E402
+from deepemhancer_engine.evaluate import (  # noqa: E402
+    HONESTY_KEYS,
+    MODEL_METRICS,
+    VARIANTS,
+    EvaluationResult,
+    evaluate,
+    make_enhancer,
+    model_metrics,
+)
 from deepemhancer_engine.io import GridInfo, read_map  # noqa: E402
 
 log = logging.getLogger("quality")
@@ -59,6 +67,15 @@ class Case:
     resolution: float | None = None
     note: str = ""
     target: np.ndarray | None = None  # simulated cases: the training target of this pair (the ceiling)
+
+
+@dataclasses.dataclass
+class Scored:
+    """One case's evaluation and, for simulated cases, its training target scored like the maps (the
+    ceiling: :data:`MODEL_METRICS` of what a network that learnt its target perfectly would return)."""
+
+    result: EvaluationResult
+    ceiling: dict[str, float] | None = None
 
 
 def simulated_cases(limit: int, structures: Path, max_box: float, target: str = "tightTarget"):
@@ -98,18 +115,17 @@ def simulated_cases(limit: int, structures: Path, max_box: float, target: str = 
 
 def _crop_around_model(vol, grid: GridInfo, model: Path, max_box: float):
     """Crop to at most ``max_box`` A per axis around the model centre; returns (vol, grid, note)."""
-    from deepemhancer_engine.modelmap import MapGeometry, atom_positions
+    from deepemhancer_engine.modelmap import atom_positions
 
-    geo = MapGeometry.from_grid(grid)
     limit = [max(16, int(max_box / v)) for v in grid.voxel_size[::-1]]  # z, y, x voxels
     if all(n <= lim for n, lim in zip(vol.shape, limit)):
         return vol, grid, ""
-    idx, _ = atom_positions(model, geo)
+    idx, _ = atom_positions(model, grid)
     centre = np.clip(np.median(idx, axis=0), 0, np.asarray(vol.shape) - 1)
     lo = [int(min(max(0, round(c - m / 2)), max(0, n - m))) for c, m, n in zip(centre, limit, vol.shape)]
     sl = tuple(slice(a, a + min(m, n)) for a, m, n in zip(lo, limit, vol.shape))
     out = np.ascontiguousarray(vol[sl])
-    origin = tuple(o + lo_i * v for o, lo_i, v in zip(geo.origin, lo[::-1], grid.voxel_size))
+    origin = tuple(o + lo_i * v for o, lo_i, v in zip(grid.effective_origin, lo[::-1], grid.voxel_size))
     new = GridInfo(shape=out.shape, voxel_size=tuple(grid.voxel_size), origin=origin)
     return out, new, f"cropped {'x'.join(map(str, vol.shape[::-1]))} -> {'x'.join(map(str, out.shape[::-1]))}"
 
@@ -135,19 +151,21 @@ def _f(v, digits=2) -> str:
     return "NA" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
 
 
-def _triple(res: dict, key: str, digits: int = 2) -> str:
-    return " / ".join(_f(res["variants"][v][key], digits) for v in ("average", "sharpened", "enhanced"))
+def _triple(variants: dict, key: str, digits: int = 2) -> str:
+    return " / ".join(_f(variants[v][key], digits) for v in VARIANTS)
 
 
-def case_row(case: Case, res: dict) -> dict:
+def case_row(case: Case, scored: Scored) -> dict:
+    """One row of quality.tsv: the half-map numbers, every variant's metrics, the honesty checks, the ceiling."""
+    res = scored.result
     row = {"case": case.name, "kind": case.kind, "shape": "x".join(map(str, case.half1.shape[::-1])),
-           "voxel_A": case.grid.voxel_size[0], "half_fsc0.143_A": res["half_fsc0.143_A"],
-           "resolution_used_A": res["resolution_used_A"], "bfactor_A2": res["bfactor_A2"],
-           "seconds": res["timing_s"]["total"], "note": case.note}
-    for var, vals in res["variants"].items():
-        row.update({f"{var}:{k}": v for k, v in vals.items()})
-    row.update(res["honesty"])
-    row.update({f"target:{k}": v for k, v in res.get("ceiling", {}).items()})
+           "voxel_A": case.grid.voxel_size[0], "half_fsc0.143_A": res.half_fsc0143_A,
+           "resolution_used_A": res.resolution_used_A, "bfactor_A2": res.bfactor_A2,
+           "seconds": res.timing_s["total"], "note": case.note}
+    for var, vals in res.variants.items():
+        row.update({f"{var}:{k}": vals[k] for k in MODEL_METRICS})
+    row.update({k: res.honesty[k] for k in HONESTY_KEYS})
+    row.update({f"target:{k}": scored.ceiling[k] for k in MODEL_METRICS} if scored.ceiling else {})
     return row
 
 
@@ -161,37 +179,38 @@ def write_tsv(rows: list[dict], path: Path) -> None:
 
 def _md_table(cases, results, kind: str) -> list[str]:
     sel = [(c, r) for c, r in zip(cases, results) if c.kind == kind]
-    ceiling = any("ceiling" in r for _, r in sel)
+    ceiling = any(r.ceiling for _, r in sel)
     head = ("| case | d_half (Å) | FSC-0.5 masked (Å) avg / sharp / enh | FSC-0.5 unmasked (Å) | CC_mask | CC_box "
             "| enh. halves: max FSC gain | noise: max FSC |"
             + (" target: FSC-0.5 masked / CC_mask |" if ceiling else "") + " note |")
     lines = [head, "|" + "---|" * (10 if ceiling else 9)]
 
-    def ceil(r) -> str:
-        t = r.get("ceiling")
+    def ceil(t: dict | None) -> str:
         return (f" {_f(t['fsc0.5_masked_A'])} / {_f(t['cc_mask'], 3)} |" if t else " NA |") if ceiling else ""
 
     for c, r in sel:
-        h = r["honesty"]
-        lines.append(f"| {c.name} | {_f(r['resolution_used_A'])} | {_triple(r, 'fsc0.5_masked_A')} | "
-                     f"{_triple(r, 'fsc0.5_unmasked_A')} | {_triple(r, 'cc_mask', 3)} | {_triple(r, 'cc_box', 3)} | "
+        h, v = r.result.honesty, r.result.variants
+        lines.append(f"| {c.name} | {_f(r.result.resolution_used_A)} | {_triple(v, 'fsc0.5_masked_A')} | "
+                     f"{_triple(v, 'fsc0.5_unmasked_A')} | {_triple(v, 'cc_mask', 3)} | {_triple(v, 'cc_box', 3)} | "
                      f"{_f(h['max_fsc_gain_beyond_raw0.143'], 3)} | {_f(h['noise_max_fsc_beyond_10A'], 3)} |"
-                     f"{ceil(r)} {c.note} |")
+                     f"{ceil(r.ceiling)} {c.note} |")
     if len(sel) > 1:
-        for label, stat in (("mean", np.nanmean), ("median", np.nanmedian)):
-            agg = {v: {k: float(stat([r["variants"][v][k] for _, r in sel])) for k in sel[0][1]["variants"][v]}
-                   for v in ("average", "sharpened", "enhanced")}
-            hon = {k: stat([r["honesty"][k] for _, r in sel]) if any(np.isfinite(r["honesty"][k]) for _, r in sel)
-                   else float("nan") for k in sel[0][1]["honesty"]}
-            m = {"variants": agg}
-            if ceiling:
-                m["ceiling"] = {k: float(stat([r["ceiling"][k] for _, r in sel if "ceiling" in r]))
-                                for k in ("fsc0.5_masked_A", "cc_mask")}
-            lines.append(f"| **{label}** | | {_triple(m, 'fsc0.5_masked_A')} | {_triple(m, 'fsc0.5_unmasked_A')} | "
-                         f"{_triple(m, 'cc_mask', 3)} | {_triple(m, 'cc_box', 3)} | "
-                         f"{_f(hon['max_fsc_gain_beyond_raw0.143'], 3)} | {_f(hon['noise_max_fsc_beyond_10A'], 3)} |"
-                         f"{ceil(m)} |")
+        lines += [_aggregate_line(label, stat, [r for _, r in sel], ceiling, ceil)
+                  for label, stat in (("mean", np.nanmean), ("median", np.nanmedian))]
     return lines
+
+
+def _aggregate_line(label: str, stat, sel: list[Scored], ceiling: bool, ceil) -> str:
+    """The mean or median row of a table (NaN ignored; honesty columns NA when no case ran the check)."""
+    agg = {v: {k: float(stat([r.result.variants[v][k] for r in sel])) for k in MODEL_METRICS} for v in VARIANTS}
+    hon = {k: stat([r.result.honesty[k] for r in sel]) if any(np.isfinite(r.result.honesty[k]) for r in sel)
+           else float("nan") for k in HONESTY_KEYS}
+    top = ({k: float(stat([r.ceiling[k] for r in sel if r.ceiling])) for k in ("fsc0.5_masked_A", "cc_mask")}
+           if ceiling else None)
+    return (f"| **{label}** | | {_triple(agg, 'fsc0.5_masked_A')} | {_triple(agg, 'fsc0.5_unmasked_A')} | "
+            f"{_triple(agg, 'cc_mask', 3)} | {_triple(agg, 'cc_box', 3)} | "
+            f"{_f(hon['max_fsc_gain_beyond_raw0.143'], 3)} | {_f(hon['noise_max_fsc_beyond_10A'], 3)} |"
+            f"{ceil(top)} |")
 
 
 def acceptance_lines(cases, results) -> list[str]:
@@ -204,10 +223,10 @@ def acceptance_lines(cases, results) -> list[str]:
     def med(key, get):
         return float(np.nanmedian([get(r)[key] for r in sel]))
 
-    sharp = {k: med(k, lambda r: r["variants"]["sharpened"]) for k in ("fsc0.5_masked_A", "cc_mask")}
-    rows = [("enhanced", lambda r: r["variants"]["enhanced"])]
-    if all("ceiling" in r for r in sel):
-        rows.append(("training target (ceiling)", lambda r: r["ceiling"]))
+    sharp = {k: med(k, lambda r: r.result.variants["sharpened"]) for k in ("fsc0.5_masked_A", "cc_mask")}
+    rows = [("enhanced", lambda r: r.result.variants["enhanced"])]
+    if all(r.ceiling for r in sel):
+        rows.append(("training target (ceiling)", lambda r: r.ceiling))
     lines = ["| map | median FSC-0.5 masked (Å) | gain over sharpening (goal ≥ 0.5 Å) | median CC_mask "
              "| gain over sharpening (goal ≥ 0.05) |", "|---|---|---|---|---|",
              f"| sharpened | {sharp['fsc0.5_masked_A']:.4f} | | {sharp['cc_mask']:.4f} | |"]
@@ -234,16 +253,17 @@ def summary_figure(cases, results, path: Path) -> None:
     for ax, key, label in ((axes[0], "fsc0.5_masked_A", "map-model FSC-0.5, masked (Å)\nlower is better"),
                            (axes[1], "cc_mask", "CC_mask\nhigher is better")):
         for j, (v, col) in enumerate(colours.items()):
-            ax.bar(x + (j - 1) * 0.27, [r["variants"][v][key] for r in results], 0.27, color=col, label=v)
-        ceiling = [r["ceiling"][key] if "ceiling" in r else np.nan for r in results]
+            ax.bar(x + (j - 1) * 0.27, [r.result.variants[v][key] for r in results], 0.27, color=col, label=v)
+        ceiling = [r.ceiling[key] if r.ceiling else np.nan for r in results]
         if np.any(np.isfinite(ceiling)):
             ax.plot(x + 0.27, ceiling, "kv", ms=5, label="training target (ceiling)")
         ax.set_ylabel(label, fontsize=8)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].plot(x, [r["resolution_used_A"] for r in results], "k_", ms=14, label="half-map / nominal resolution")
+    axes[0].plot(x, [r.result.resolution_used_A for r in results], "k_", ms=14,
+                 label="half-map / nominal resolution")
     axes[0].legend(fontsize=7, ncol=4)
-    gain = [r["honesty"]["max_fsc_gain_beyond_raw0.143"] for r in results]
-    noise = [r["honesty"]["noise_max_fsc_beyond_10A"] for r in results]
+    gain = [r.result.honesty["max_fsc_gain_beyond_raw0.143"] for r in results]
+    noise = [r.result.honesty["noise_max_fsc_beyond_10A"] for r in results]
     axes[2].bar(x - 0.2, gain, 0.4, color="tab:orange", label="enhanced halves: max FSC gain beyond raw 0.143")
     axes[2].bar(x + 0.2, noise, 0.4, color="tab:purple", label="noise test: max FSC beyond 10 Å")
     axes[2].axhline(0, color="k", lw=0.8)
@@ -272,7 +292,7 @@ def write_markdown(path: Path, cases, results, meta: dict) -> None:
         "Map-model FSC-0.5 uses the gemmi electron-scattering model map at full resolution, masked (atoms + 3 Å, "
         "4 Å cosine edge) and unmasked; CC_mask / CC_box (phenix.map_model_cc definitions) use the model map "
         "low-passed at the resolution, CC_mask inside atoms dilated by the phenix radius for that resolution.", "",
-        "Map-model numbers reward maps that look like the model beyond what the data support (docs/peers.md, "
+        "Map-model numbers reward maps that look like the model beyond what the data support (the "
         "'metric trap'); the two model-free checks must stay near 0: **enh. halves: max FSC gain** = max over "
         "frequencies beyond the raw half-map FSC-0.143 of (FSC of independently enhanced halves − FSC of raw "
         "halves); **noise: max FSC** = max FSC beyond 10 Å between the outputs for two independent pure-noise "
@@ -294,8 +314,8 @@ def write_markdown(path: Path, cases, results, meta: dict) -> None:
         "## Figures of example cases", "",
     ]
     for c, r in zip(cases, results):
-        if "fsc_model_png" in r["files"]:
-            rel = Path(r["files"]["fsc_model_png"]).parent.relative_to(path.parent)
+        if "fsc_model_png" in r.result.files:
+            rel = Path(r.result.files["fsc_model_png"]).parent.relative_to(path.parent)
             lines += [f"**{c.name}** ({c.kind}):", "",
                       f"![{c.name} FSC vs model]({rel}/fsc_model.png) ![{c.name} checks]({rel}/fsc_halves.png)",
                       "", f"![{c.name} slices]({rel}/slices.png)", ""]
@@ -330,10 +350,17 @@ def main(argv=None) -> int:
     config = EnhanceConfig(model=args.processing, weights=Path(args.weights) if args.weights else None,
                            inference=InferenceConfig(device=args.device))
     loaded = load(config)  # fail early on missing weights
-    card = loaded.card
     outdir = Path(args.outdir)
     (outdir / "cases").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    cases, results, rows = run_cases(_sources(args), config, loaded, outdir, args)
+    seconds = time.perf_counter() - t0
+    write_reports(outdir, cases, results, rows, args, loaded.card, seconds)
+    return 0
+
+
+def _sources(args) -> list:
+    """The case generators asked for: simulated held-out pairs, then real maps."""
     sources = []
     if not args.no_sim:
         target = "wideTarget" if args.processing == "wideTarget" else "tightTarget"
@@ -341,6 +368,12 @@ def main(argv=None) -> int:
     if not args.no_real:
         real = real_cases(Path(args.real_maps), args.max_box)
         sources.append(real if args.real_limit is None else (c for _, c in zip(range(args.real_limit), real)))
+    return sources
+
+
+def run_cases(sources, config, loaded, outdir: Path, args) -> tuple[list[Case], list[Scored], list[dict]]:
+    """Evaluate every case (noise test and PNGs for the first cases of each set), freeing its maps after;
+    returns the cases, their results and their quality.tsv rows."""
     cases, results, rows = [], [], []
     for source in sources:
         for i, case in enumerate(source):
@@ -350,15 +383,22 @@ def main(argv=None) -> int:
                            outdir=outdir / "cases" / case.name, noise_test=i < args.noise_cases,
                            resolution=case.resolution, label=f"{case.name} ({case.kind})", plots=i < args.plot_cases,
                            seed=EVAL_SEED + 500_000 + len(cases))
+            ceiling = None
             if case.target is not None:
-                res["ceiling"] = model_metrics({"target": case.target}, case.model, case.grid,
-                                               res["resolution_used_A"])["target"]
-            log.info("case %s done in %.0f s", case.name, res["timing_s"]["total"])
-            rows.append(case_row(case, res))
+                ceiling = model_metrics({"target": case.target}, case.model, case.grid,
+                                        res.resolution_used_A)["target"]
+            log.info("case %s done in %.0f s", case.name, res.timing_s["total"])
+            res.model_map = None  # free memory
+            results.append(Scored(res, ceiling))
+            rows.append(case_row(case, results[-1]))
             cases.append(case)
-            results.append(res)
             case.half1 = case.half2 = case.target = None  # free memory
-    seconds = time.perf_counter() - t0
+    return cases, results, rows
+
+
+def write_reports(outdir: Path, cases: list[Case], results: list[Scored], rows: list[dict], args, card,
+                  seconds: float) -> None:
+    """quality.tsv, summary.png and quality.md."""
     write_tsv(rows, outdir / "quality.tsv")
     if cases:
         summary_figure(cases, results, outdir / "summary.png")
@@ -368,7 +408,6 @@ def main(argv=None) -> int:
             "n_sim": sum(c.kind == "simulated" for c in cases), "n_real": sum(c.kind == "real" for c in cases)}
     write_markdown(outdir / "quality.md", cases, results, meta)
     log.info("wrote %s in %.0f s", outdir / "quality.md", seconds)
-    return 0
 
 
 if __name__ == "__main__":

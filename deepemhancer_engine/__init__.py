@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .version import __version__
 
-__all__ = ["__version__", "enhance", "enhance_file", "read_map", "write_map", "EnhanceConfig"]
+__all__ = ["__version__", "enhance", "enhance_file", "read_map", "write_map", "EnhanceConfig", "EvaluationResult"]
 
 _LAZY = {
     "enhance": "pipeline",
@@ -20,6 +20,7 @@ _LAZY = {
     "read_map": "io",
     "write_map": "io",
     "EnhanceConfig": "config",
+    "EvaluationResult": "evaluate",
 }
 
 

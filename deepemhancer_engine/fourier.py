@@ -1,9 +1,9 @@
 """Fourier-space helpers shared by the metrics, the pipeline, the model maps and the simulator.
 
-One voxel-size parser, one frequency grid and one raised-cosine filter edge, so that "the resolution
-limit", "the low-pass of the model map" and "the band of a training target" mean the same filter
-everywhere. Conventions: arrays ``[z, y, x]``, voxel sizes ``(x, y, z)`` in A, frequencies in 1/A on
-the half (``rfftn``) grid.
+One voxel-size parser, one frequency grid and one raised-cosine edge (:func:`cosine_edge`, also the
+soft edge of the masks), so that "the resolution limit", "the low-pass of the model map" and "the
+band of a training target" mean the same filter everywhere. Conventions: arrays ``[z, y, x]``, voxel
+sizes ``(x, y, z)`` in A, frequencies in 1/A on the half (``rfftn``) grid.
 """
 
 from __future__ import annotations
@@ -66,16 +66,28 @@ def frequency_grid(shape: Sequence[int], voxel_size: float | Sequence[float], dt
     return s2 if squared else np.sqrt(s2)
 
 
+def cosine_edge(x: np.ndarray, start: float, width: float) -> np.ndarray:
+    """The one raised-cosine fall-off: 1 up to ``start``, ``0.5 (1 + cos(pi t))`` with
+    ``t = (x - start) / width`` over the next ``width``, 0 beyond (``x`` in any unit: 1/A for filters,
+    A for mask edges). Computed in the dtype of ``x``.
+
+    Example:
+        >>> cosine_edge(np.array([1.0, 2.0, 3.0, 4.0]), 2.0, 2.0).tolist()
+        [1.0, 1.0, 0.5, 0.0]
+    """
+    t = np.clip((np.asarray(x) - start) / width, 0.0, 1.0)
+    return 0.5 * (1.0 + np.cos(np.pi * t))
+
+
 def raised_cosine(s: np.ndarray, cutoff: float, width: float) -> np.ndarray:
     """Low-pass response: 1 up to ``cutoff - width / 2``, a raised cosine down to 0 at ``cutoff + width / 2``
     (all in the units of ``s``, usually 1/A). ``width`` 0 is a hard cut at ``cutoff``.
 
     Example:
-        >>> raised_cosine(np.array([0.0, 0.5, 1.0]), 0.5, 0.2).tolist()
+        >>> raised_cosine(np.array([0.0, 0.5, 1.0]), 0.5, 0.2).round(12).tolist()
         [1.0, 0.5, 0.0]
     """
-    t = np.clip((np.asarray(s) - (cutoff - width / 2.0)) / max(width, 1e-12), 0.0, 1.0)
-    return 0.5 * (1.0 + np.cos(np.pi * t))
+    return cosine_edge(s, cutoff - width / 2.0, max(width, 1e-12))
 
 
 def lowpass_response(s: np.ndarray, resolution: float, width: float) -> np.ndarray:

@@ -321,38 +321,50 @@ def read_map(path: PathLike, *, what: str = "map") -> tuple[npt.NDArray[np.float
         with mrcfile.open(path, mode="r", permissive=False, header_only=True) as mrc:
             header = mrc.header.copy()
         _check_header(path, header, compressed)
-        voxel_size = _voxel_size(path, header)
-        origin = (float(header.origin.x), float(header.origin.y), float(header.origin.z))
-        if not all(math.isfinite(o) for o in origin):
-            raise _fail(path, f"has a non-finite origin {origin} Å")
-        angles = (float(header.cellb.alpha), float(header.cellb.beta), float(header.cellb.gamma))
-        if any(angles) and not all(abs(a - 90.0) < 1e-3 for a in angles):
-            log.warning("%s: cell angles %s are not 90 degrees; the map is treated as orthogonal", path, angles)
-        opener = mrcfile.open if compressed else mrcfile.mmap
-        with opener(path, mode="r", permissive=False) as mrc:
-            raw = mrc.data
-            if raw is not None and raw.ndim == 4 and raw.shape[0] == 1:
-                raw = raw[0]  # a volume stack of one volume (ISPG 401-630, NZ == MZ)
-            if raw is None or raw.ndim != 3:
-                shape = getattr(raw, "shape", None)
-                raise _fail(path, f"has unexpected data shape {shape}; a 3D map is needed")
-            axis_order = (int(header.mapc), int(header.mapr), int(header.maps))
-            # always copy: the data are a read-only buffer or a memory map of the file
-            data = np.array(raw.transpose(_canonical_perm(axis_order)), dtype=np.float32, order="C")
-            del raw
+        geometry = _header_geometry(path, header)
+        data = _read_data(path, compressed, geometry["axis_order"])
     _check_values(path, data)
-    grid = GridInfo(
-        shape=tuple(int(n) for n in data.shape),  # type: ignore[arg-type]
-        voxel_size=voxel_size,
-        origin=origin,
-        nstart=(int(header.nxstart), int(header.nystart), int(header.nzstart)),
-        axis_order=axis_order,
-    )
+    grid = GridInfo(shape=tuple(int(n) for n in data.shape), **geometry)  # type: ignore[arg-type]
     log.debug(
         "read %s %s: shape (z, y, x) %s, voxel size %s Å, axis order %s",
-        what, path, grid.shape, tuple(round(v, 4) for v in voxel_size), axis_order,
+        what, path, grid.shape, tuple(round(v, 4) for v in grid.voxel_size), grid.axis_order,
     )
     return data, grid
+
+
+def _header_geometry(path: Path, header: np.recarray) -> dict:
+    """``GridInfo`` fields other than the shape: voxel size, origin, start indices and axis order;
+    InputError for a bad voxel size or a non-finite origin, a warning for non-orthogonal cells."""
+    voxel_size = _voxel_size(path, header)
+    origin = (float(header.origin.x), float(header.origin.y), float(header.origin.z))
+    if not all(math.isfinite(o) for o in origin):
+        raise _fail(path, f"has a non-finite origin {origin} Å")
+    angles = (float(header.cellb.alpha), float(header.cellb.beta), float(header.cellb.gamma))
+    if any(angles) and not all(abs(a - 90.0) < 1e-3 for a in angles):
+        log.warning("%s: cell angles %s are not 90 degrees; the map is treated as orthogonal", path, angles)
+    return {
+        "voxel_size": voxel_size,
+        "origin": origin,
+        "nstart": (int(header.nxstart), int(header.nystart), int(header.nzstart)),
+        "axis_order": (int(header.mapc), int(header.mapr), int(header.maps)),
+    }
+
+
+def _read_data(path: Path, compressed: bool, axis_order: tuple[int, int, int]) -> npt.NDArray[np.float32]:
+    """The voxels as a C-contiguous float32 ``[z, y, x]`` copy (a compressed file is read whole, an
+    uncompressed one through a memory map)."""
+    opener = mrcfile.open if compressed else mrcfile.mmap
+    with opener(path, mode="r", permissive=False) as mrc:
+        raw = mrc.data
+        if raw is not None and raw.ndim == 4 and raw.shape[0] == 1:
+            raw = raw[0]  # a volume stack of one volume (ISPG 401-630, NZ == MZ)
+        if raw is None or raw.ndim != 3:
+            shape = getattr(raw, "shape", None)
+            raise _fail(path, f"has unexpected data shape {shape}; a 3D map is needed")
+        # always copy: the data are a read-only buffer or a memory map of the file
+        data = np.array(raw.transpose(_canonical_perm(axis_order)), dtype=np.float32, order="C")
+        del raw
+    return data
 
 
 def _fill_header(mrc: mrcfile.mrcfile.MrcFile, grid: GridInfo) -> None:

@@ -5,11 +5,12 @@ Conventions: arrays are ``[z, y, x]`` float32, voxel sizes ``(x, y, z)`` in A, s
 frequency of the coarsest axis (corners beyond it are left out). Fourier sums use the half
 transform (``rfftn``) with the Hermitian-pair weight 2, so they equal full-transform sums.
 
-Used by ``deepemhancer evaluate`` and ``benchmarks/quality.py``; definitions follow
-docs/peers.md section 10 (map-model FSC as in phenix.mtriage, CC_mask/CC_box as in
-phenix.map_model_cc) and section 8 (RELION postprocess: FSC weighting sqrt(2 FSC / (1 + FSC)),
-Guinier fit from 10 A to the FSC-0.143 resolution, sharpening by the fitted B, low-pass with a
-raised-cosine edge).
+Used by ``deepemhancer evaluate`` and ``benchmarks/quality.py``. The definitions are those of the
+established tools: the map-model FSC of phenix.mtriage; CC_mask and CC_box of phenix.map_model_cc
+(Afonine et al. 2018, Acta Cryst. D74:814); RELION's postprocess for the sharpening (FSC weighting
+sqrt(2 FSC / (1 + FSC)) of Rosenthal & Henderson 2003, Guinier fit from 10 A to the FSC-0.143
+resolution, sharpening by the fitted B, low-pass with a raised-cosine edge). Frequency grid, voxel-size
+parsing and the raised cosine come from :mod:`deepemhancer_engine.fourier`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import scipy.fft
 from scipy import ndimage
 
 from .errors import InputError
+from .fourier import as_xyz, cosine_edge, frequency_grid, lowpass_response
 
 log = logging.getLogger(__name__)
 
@@ -45,27 +47,6 @@ class FSCCurve:
     def resolution(self, threshold: float) -> float:
         """Resolution (A) where the curve first drops below ``threshold``; see :func:`resolution_at`."""
         return resolution_at(self, threshold)
-
-
-def _xyz(voxel_size: float | Sequence[float]) -> tuple[float, float, float]:
-    if np.ndim(voxel_size) == 0:
-        v = float(voxel_size)  # type: ignore[arg-type]
-        vs = (v, v, v)
-    else:
-        vs = tuple(float(v) for v in voxel_size)  # type: ignore[union-attr]
-    if len(vs) != 3 or not all(v > 0 for v in vs):
-        raise InputError(f"voxel size must be one or three positive numbers (x, y, z), got {voxel_size!r}")
-    return vs  # type: ignore[return-value]
-
-
-def frequency_grid(shape: Sequence[int], voxel_size: Sequence[float], dtype=np.float64) -> np.ndarray:
-    """|s| (1/A) on the ``rfftn`` grid of a ``[z, y, x]`` map with voxel size ``(x, y, z)``."""
-    nz, ny, nx = shape
-    vx, vy, vz = voxel_size
-    fz = np.fft.fftfreq(nz, d=vz).astype(dtype)[:, None, None]
-    fy = np.fft.fftfreq(ny, d=vy).astype(dtype)[None, :, None]
-    fx = np.fft.rfftfreq(nx, d=vx).astype(dtype)[None, None, :]
-    return np.sqrt(fz**2 + fy**2 + fx**2)
 
 
 @functools.lru_cache(maxsize=4)
@@ -114,7 +95,7 @@ def fsc(
         if mask.shape != a.shape:
             raise InputError(f"mask shape {mask.shape} differs from map shape {a.shape}")
         a, b = a * mask, b * mask
-    index, weight, _, freq = _shells(a.shape, _xyz(voxel_size))
+    index, weight, _, freq = _shells(a.shape, as_xyz(voxel_size))
     fa, fb = _rfft(a), _rfft(b)
     n = len(freq)
     num = _shell_sum((fa * np.conj(fb)).real, index, weight, n)
@@ -205,7 +186,7 @@ def atom_mask_radius(d_min: float, b_iso: float = 0.0) -> float:
 
 def radial_amplitude(volume: np.ndarray, voxel_size: float | Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """Shell centres (1/A) and mean Fourier amplitude per shell (the Guinier plot is its log vs s^2)."""
-    index, weight, _, freq = _shells(np.shape(volume), _xyz(voxel_size))
+    index, weight, _, freq = _shells(np.shape(volume), as_xyz(voxel_size))
     amp = _shell_sum(np.abs(_rfft(volume)), index, weight, len(freq))
     cnt = _shell_sum(np.ones(index.shape), index, weight, len(freq))
     return freq, amp / np.maximum(cnt, 1)
@@ -233,7 +214,7 @@ def fit_bfactor(
 def _filter(volume: np.ndarray, voxel_size, func) -> np.ndarray:
     """Multiply the transform by ``func(s)`` (s in 1/A) and return the real map."""
     volume = np.asarray(volume, dtype=np.float32)
-    _, _, s, _ = _shells(volume.shape, _xyz(voxel_size))
+    _, _, s, _ = _shells(volume.shape, as_xyz(voxel_size))
     out = scipy.fft.irfftn(_rfft(volume) * func(s), s=volume.shape, workers=-1)
     return np.ascontiguousarray(out, dtype=np.float32)
 
@@ -252,14 +233,6 @@ def apply_bfactor(volume: np.ndarray, voxel_size: float | Sequence[float], bfact
     return _filter(volume, voxel_size, lambda s: _bfactor_response(s, bfactor).astype(np.float32))
 
 
-def _lowpass_response(s: np.ndarray, resolution: float, edge_width: float) -> np.ndarray:
-    if not resolution > 0:
-        raise InputError(f"low-pass resolution must be positive, got {resolution!r}")
-    fc, half = 1.0 / resolution, edge_width / 2.0
-    t = np.clip((s - (fc - half)) / max(edge_width, 1e-12), 0.0, 1.0)
-    return 0.5 * (1.0 + np.cos(np.pi * t))
-
-
 def _default_edge(shape: Sequence[int], vs: tuple[float, float, float]) -> float:
     return 2.0 / max(n * v for n, v in zip(reversed(tuple(shape)), vs))
 
@@ -273,9 +246,9 @@ def lowpass(
 ) -> np.ndarray:
     """Low-pass at ``resolution`` A with a raised-cosine edge ``edge_width`` (1/A) wide, centred on
     the cut-off (default two shells, as RELION's ``--filter_edge_width 2``)."""
-    vs = _xyz(voxel_size)
+    vs = as_xyz(voxel_size)
     edge = _default_edge(np.shape(volume), vs) if edge_width is None else edge_width
-    return _filter(volume, vs, lambda s: _lowpass_response(s, resolution, edge).astype(np.float32))
+    return _filter(volume, vs, lambda s: lowpass_response(s, resolution, edge).astype(np.float32))
 
 
 def sharpen_lowpass(
@@ -284,11 +257,11 @@ def sharpen_lowpass(
 ) -> np.ndarray:
     """Apply ``exp(-B s^2 / 4)`` and the low-pass of :func:`lowpass` in one transform (no overflow or
     float32 round-off from amplified frequencies that the low-pass removes anyway)."""
-    vs = _xyz(voxel_size)
+    vs = as_xyz(voxel_size)
     edge = _default_edge(np.shape(volume), vs) if edge_width is None else edge_width
 
     def response(s):
-        lp = _lowpass_response(s, resolution, edge)
+        lp = lowpass_response(s, resolution, edge)
         return np.where(lp > 0, lp * _bfactor_response(np.minimum(s, 1.0 / resolution + edge), bfactor), 0.0
                         ).astype(np.float32)
 
@@ -297,7 +270,7 @@ def sharpen_lowpass(
 
 def fsc_weight(volume: np.ndarray, voxel_size: float | Sequence[float], curve: FSCCurve) -> np.ndarray:
     """Weight each shell by ``sqrt(2 FSC / (1 + FSC))`` (FSC clipped to [0, 1]; beyond Nyquist 0)."""
-    vs = _xyz(voxel_size)
+    vs = as_xyz(voxel_size)
     index, _, _, _ = _shells(np.shape(volume), vs)
     f = np.clip(curve.fsc, 0.0, 1.0)
     w = np.append(np.sqrt(2.0 * f / (1.0 + f)), 0.0).astype(np.float32)  # index -1 -> 0
@@ -332,7 +305,7 @@ def auto_sharpen(
     -> sharpening by ``-B`` -> low-pass at the resolution with a raised-cosine edge. ``resolution``
     overrides the FSC-0.143 resolution (needed when the "halves" are one map twice).
     """
-    vs = _xyz(voxel_size)
+    vs = as_xyz(voxel_size)
     curve = fsc(half1, half2, vs, mask=mask)
     res = float(resolution) if resolution else curve.resolution(0.143)
     average = 0.5 * (np.asarray(half1, dtype=np.float32) + np.asarray(half2, dtype=np.float32))
@@ -348,19 +321,18 @@ def soft_edge(binary: np.ndarray, voxel_size: float | Sequence[float], width: fl
     binary = np.asarray(binary) > 0.5
     if width <= 0 or not binary.any():
         return binary.astype(np.float32)
-    vx, vy, vz = _xyz(voxel_size)
+    vx, vy, vz = as_xyz(voxel_size)
     dist = ndimage.distance_transform_edt(~binary, sampling=(vz, vy, vx))
-    return (0.5 * (1.0 + np.cos(np.pi * np.clip(dist / width, 0.0, 1.0)))).astype(np.float32)
+    return cosine_edge(dist, 0.0, width).astype(np.float32)
 
 
 def sphere_mask(
     shape: Sequence[int], voxel_size: float | Sequence[float], radius: float, *, edge: float = 0.0
 ) -> np.ndarray:
     """Spherical mask of ``radius`` A around the box centre, with a raised-cosine edge of ``edge`` A."""
-    vx, vy, vz = _xyz(voxel_size)
+    vx, vy, vz = as_xyz(voxel_size)
     z, y, x = (np.arange(n) - n // 2 for n in shape)
     r = np.sqrt((z[:, None, None] * vz) ** 2 + (y[None, :, None] * vy) ** 2 + (x[None, None, :] * vx) ** 2)
     if edge <= 0:
         return (r <= radius).astype(np.float32)
-    t = np.clip((r - radius) / edge, 0.0, 1.0)
-    return (0.5 * (1.0 + np.cos(np.pi * t))).astype(np.float32)
+    return cosine_edge(r, radius, edge).astype(np.float32)

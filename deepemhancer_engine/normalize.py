@@ -31,7 +31,8 @@ ROUNDS = 4
 #: Fewer solvent voxels than this (or than 2 % of the box) triggers the fallback.
 MIN_NOISE_VOXELS = 1000
 #: Maps with every edge at least this long look for their solvent on a 2x2x2-binned copy (8x fewer
-#: voxels: 256^3 in ~0.5 s instead of ~3 s); the noise statistics still come from the full map.
+#: voxels to smooth and threshold; docs/design.md, "Solvent noise estimate"); the noise statistics
+#: still come from the full map.
 BIN_MIN_EDGE = 64
 #: Robust statistics use at most this many (evenly strided) samples.
 MAX_SAMPLES = 4_000_000

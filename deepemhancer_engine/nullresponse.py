@@ -11,12 +11,11 @@ does not hold (fp16 on a GPU) and for band-limited noise (inputs with voxels coa
 
 Make or refresh the file of a weights file (both CPU precisions where the CPU has native bf16)::
 
-    python -m deepemhancer_engine.nullresponse deepemhancer_engine/weights/tightTarget.pt --cubes 128
+    deepemhancer null-response deepemhancer_engine/weights/tightTarget.pt --cubes 128
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -196,18 +195,3 @@ def measure(pt_path: str | os.PathLike[str], *, cubes: int = SHIPPED_CUBES, null
     return save_null_responses(pt_path, card.sha256, responses, null_std=null_std,
                                seed=inference.NULL_SEED, cubes=cubes)
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deepemhancer_engine.nullresponse", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("weights", nargs="+", help="NAME.pt files (cards beside them)")
-    parser.add_argument("--cubes", type=int, default=SHIPPED_CUBES)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    for pt in args.weights:
-        print(measure(pt, cubes=args.cubes))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

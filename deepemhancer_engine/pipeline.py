@@ -36,6 +36,10 @@ class LoadedModel:
     card: object  # weights.ModelCard
     weights_path: Path
 
+    def predict(self, array, tiling, *, progress=None, mask=None, null_band=None):
+        """The normalised map through the network in cubes, blended (``inference.Predictor.predict``)."""
+        return self.predictor.predict(array, tiling, progress=progress, mask=mask, null_band=null_band)
+
 
 def model_for(config: EnhanceConfig) -> ModelName:
     """The registry model a configuration asks for (mask normalisation has its own model)."""
@@ -89,8 +93,7 @@ def enhance(
     data beyond (:func:`postprocess.limit_resolution`); ignored with ``config.limit_resolution`` False.
     """
     from .normalize import denormalize, normalize
-    from .postprocess import clean_small_blobs, limit_resolution
-    from .resample import from_working_grid, to_working_grid
+    from .resample import from_working_grid
 
     config = config or EnhanceConfig()
     model = model or load(config)
@@ -100,8 +103,29 @@ def enhance(
     vs = _as_xyz(voxel_size)
     target_vs = float(getattr(model.card, "voxel_size", None) or config.working_voxel_size)
     check_working_grid(volume.shape, vs, target_vs)
-
     clock = _StageClock(timings)
+
+    work, rinfo, work_mask = _to_working_grid(volume, vs, mask, target_vs, clock)
+    with clock("normalise"):
+        norm, ninfo = normalize(work, config=config.normalization, mask=work_mask)
+        del work
+    log.info("Normalised (%s): noise mean %.4g, std %.4g -> mean 0, std %.3g", config.normalization.mode,
+             ninfo.mean, ninfo.std, config.normalization.target_std)
+    pred = _run_network(model, norm, config, vs, target_vs, work_mask, progress, clock)
+    del norm
+    with clock("resample_back"):
+        pred = denormalize(pred, ninfo, config.normalization.target_std)
+        out = from_working_grid(pred, rinfo)
+        del pred
+    out = _postprocess(out, volume, vs, config, resolution, clock)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _to_working_grid(volume: np.ndarray, vs: tuple[float, float, float], mask: np.ndarray | None,
+                     target_vs: float, clock: _StageClock):
+    """The map (and mask, clipped to 0..1) resampled to the network's voxel size; ``(map, info, mask)``."""
+    from .resample import to_working_grid
+
     with clock("resample"):
         work, rinfo = to_working_grid(volume, vs, target=target_vs)
         work_mask = None
@@ -110,24 +134,26 @@ def enhance(
             work_mask = np.clip(work_mask, 0.0, 1.0)
     log.info("Resampled %s at %s A/voxel to %s at %.3g A/voxel", _fmt_shape(volume.shape), _fmt_vs(vs),
              _fmt_shape(work.shape), target_vs)
+    return work, rinfo, work_mask
 
-    with clock("normalise"):
-        norm, ninfo = normalize(work, config=config.normalization, mask=work_mask)
-        del work
-    log.info("Normalised (%s): noise mean %.4g, std %.4g -> mean 0, std %.3g", config.normalization.mode,
-             ninfo.mean, ninfo.std, config.normalization.target_std)
 
+def _run_network(model: LoadedModel, norm: np.ndarray, config: EnhanceConfig, vs: tuple[float, float, float],
+                 target_vs: float, work_mask: np.ndarray | None, progress: Progress | None,
+                 clock: _StageClock) -> np.ndarray:
+    """The normalised map through the network in cubes (the model card's cube size), blended."""
     tiling = scaled_tiling(config.tiling, _model_tile(model.card, config.tiling.tile))
     with clock("network"):
         band = tuple(min(1.0, target_vs / v) for v in (vs[2], vs[1], vs[0]))  # noise band after resampling
-        pred = model.predictor.predict(norm, tiling, progress=progress, mask=work_mask, null_band=band)
-        del norm
+        pred = model.predict(norm, tiling, progress=progress, mask=work_mask, null_band=band)
     log.info("Network and blending done in %.1f s", clock.last)
+    return pred
 
-    with clock("resample_back"):
-        pred = denormalize(pred, ninfo, config.normalization.target_std)
-        out = from_working_grid(pred, rinfo)
-        del pred
+
+def _postprocess(out: np.ndarray, volume: np.ndarray, vs: tuple[float, float, float], config: EnhanceConfig,
+                 resolution: float | None, clock: _StageClock) -> np.ndarray:
+    """The resolution limit (the input's data beyond it) and the optional cleaning of small blobs."""
+    from .postprocess import clean_small_blobs, limit_resolution
+
     limit = resolution if resolution is not None else config.resolution
     if config.limit_resolution and limit is not None:
         with clock("limit"):
@@ -137,7 +163,7 @@ def enhance(
     if config.cleaning_strength is not None and config.cleaning_strength > 0:
         with clock("clean"):
             out = clean_small_blobs(out, config.cleaning_strength)
-    return np.ascontiguousarray(out, dtype=np.float32)
+    return out
 
 
 def scaled_tiling(tiling: TilingConfig, tile: int) -> TilingConfig:
@@ -188,6 +214,27 @@ def half_map_resolution(half1: np.ndarray, half2: np.ndarray, voxel_size: Sequen
     return fsc(half1, half2, voxel_size).resolution(0.143)
 
 
+def read_half_maps(
+    inputs: Sequence[str | os.PathLike], *, distinct: bool = True
+) -> tuple[np.ndarray, np.ndarray | None, GridInfo]:
+    """Read one map, or two half maps checked to lie on the same grid: ``(map or half 1, half 2 or None, grid)``.
+
+    ``distinct``: refuse the same file given twice as both halves (``evaluate`` accepts it: one map used
+    as both halves).
+    """
+    if not 1 <= len(inputs) <= 2:
+        raise InputError(f"give one map or two half maps, got {len(inputs)} inputs")
+    if distinct and len(inputs) == 2 and _same_file(inputs[0], inputs[1]):
+        raise InputError(f"{inputs[1]}: half map 2 is the same file as half map 1")
+    names = ["half map 1", "half map 2"] if len(inputs) == 2 else ["map"]
+    first, grid = read_map(inputs[0], what=names[0])
+    if len(inputs) == 1:
+        return first, None, grid
+    second, grid2 = read_map(inputs[1], what=names[1])
+    check_same_grid(grid, grid2, f"{names[0]} ({inputs[0]})", f"{names[1]} ({inputs[1]})")
+    return first, second, grid
+
+
 def read_inputs(
     inputs: Sequence[str | os.PathLike], mask: str | os.PathLike | None = None, *, fsc: bool = False
 ) -> tuple[np.ndarray, GridInfo, np.ndarray | None, float | None]:
@@ -196,16 +243,9 @@ def read_inputs(
     Returns the map (the average of the halves), its grid, the mask or None, and with ``fsc`` and two
     half maps their FSC-0.143 resolution (A; otherwise None).
     """
-    if not 1 <= len(inputs) <= 2:
-        raise InputError(f"give one map or two half maps, got {len(inputs)} inputs")
-    if len(inputs) == 2 and _same_file(inputs[0], inputs[1]):
-        raise InputError(f"{inputs[1]}: half map 2 is the same file as half map 1")
-    names = ["half map 1", "half map 2"] if len(inputs) == 2 else ["map"]
+    volume, half2, grid = read_half_maps(inputs)
     d_half = None
-    volume, grid = read_map(inputs[0], what=names[0])
-    if len(inputs) == 2:
-        half2, grid2 = read_map(inputs[1], what=names[1])
-        check_same_grid(grid, grid2, f"{names[0]} ({inputs[0]})", f"{names[1]} ({inputs[1]})")
+    if half2 is not None:
         if fsc:
             d_half = half_map_resolution(volume, half2, grid.voxel_size)
             log.info("Half-map FSC-0.143 (unmasked): %.3g A", d_half)

@@ -22,7 +22,7 @@ import scipy.fft
 from scipy import ndimage
 
 from .errors import InputError
-from .metrics import frequency_grid
+from .fourier import cosine_edge, frequency_grid
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +122,7 @@ def limit_resolution(
     f_cut = 1.0 / resolution
     if f_cut * (1 - edge) >= float(s.max()):
         return enhanced, float("nan")
-    t = np.clip((s - (1 - edge) * f_cut) / (edge * f_cut), 0.0, 1.0)
-    keep = (0.5 * (1.0 + np.cos(np.pi * t))).astype(np.float32)
-    del t
+    keep = cosine_edge(s, (1 - edge) * f_cut, edge * f_cut).astype(np.float32)
     band = (s > (1 - edge) * f_cut) & (s <= f_cut)
     f_enh = scipy.fft.rfftn(enhanced, workers=-1)
     f_in = scipy.fft.rfftn(original, workers=-1)
@@ -135,9 +133,7 @@ def limit_resolution(
     else:
         c = 0.0
     f_enh *= keep
-    t = np.clip((s - f_cut) / (DATA_FADE * f_cut), 0.0, 1.0)
-    damp = DATA_FLOOR + (1.0 - DATA_FLOOR) * 0.5 * (1.0 + np.cos(np.pi * t))
-    del t
+    damp = DATA_FLOOR + (1.0 - DATA_FLOOR) * cosine_edge(s, f_cut, DATA_FADE * f_cut)
     keep = (1.0 - keep) * (np.float32(c) * damp).astype(np.float32)
     del damp
     f_in *= keep

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Set up the engine (in .venv) and enhance the bundled example half-maps, then evaluate the result.
+# Outputs go to demo_output/ in the repository (DEMO_OUT to put them elsewhere).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

@@ -1,23 +1,25 @@
 #!/usr/bin/env bash
-# One short call on a lent GPU machine, for the GPU figures of benchmarks/results/speed_gpu.md:
+# GPU checks behind benchmarks/results/speed_gpu.md, on one CUDA GPU (at most 6.5 minutes):
 #   1. the engine's `gpu` tests;
 #   2. benchmarks/speed.py on CUDA with the shipped weights and every CPU core (128^3, 256^3 with the
 #      legacy setting beside it, 384^3, the resampled map).
 # The fp16 null response is measured by the first run and cached (DEEPEMHANCER_CACHE) for the others,
-# as it is for a user after the first run. Needs .whl/ (an mrcfile wheel for the machine's Python)
-# carried: run(command="bash scripts/gpu_check.sh", carry=[".whl"], timeout_s=420). Results under $OUT.
+# as it is for a user after the first run.
+#
+# Usage: scripts/gpu_check.sh [OUTDIR]   (default OUTDIR: /tmp/deepemhancer-gpu-check)
+# Writes OUTDIR/check.log and OUTDIR/speed_gpu.md (with its JSONL and PNG). Needs the engine's
+# dependencies and pytest (pip install '.[engine,plots]' pytest); the engine is imported from this
+# checkout. TESTS_S (default 120) and SPEED_S (default 270) limit the two steps, in seconds.
 set -u
-OUT=${OUT:-/tmp/gpu_check_out}
+case "${1:-}" in -h|--help) sed -n '2,12p' "$0" | cut -c3-; exit 0 ;; esac
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OUT=${1:-/tmp/deepemhancer-gpu-check}
+case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac
 PY=${PY:-python3}
-mkdir -p "$OUT"
+mkdir -p "$OUT" || exit 1
+cd "$ROOT" || exit 1
 exec > >(tee -a "$OUT/check.log") 2>&1
-if ls .whl/*.whl >/dev/null 2>&1; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
-        || { echo "wheel install failed"; exit 1; }
-    export PYTHONPATH=/tmp/site:$PWD
-else
-    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-fi
+export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 export DEEPEMHANCER_CACHE=${DEEPEMHANCER_CACHE:-/tmp/deepemhancer-cache}
 nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv || true
 echo "== gpu tests"

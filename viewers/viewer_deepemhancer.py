@@ -19,8 +19,12 @@ CXC_SCRIPT = "deepemhancer_chimerax.cxc"
 COOT_SCRIPT = "deepemhancer_coot.py"
 SLICES_PNG = "deepemhancer_slices.png"
 FSC_PNG = "deepemhancer_fsc.png"
-#: Where the plugin looks for ``deepemhancer evaluate`` output (TSV tables) inside the extra folder.
-EVALUATE_GLOBS = ("evaluate/*.tsv", "*fsc*.tsv")
+#: FSC tables in the extra folder: ``deepemhancer evaluate --outdir extra/evaluate`` writes ``fsc_curves.tsv``
+#: (its ``metrics.tsv`` holds one number per row, no curves, so it is not matched), and any other *fsc*.tsv.
+EVALUATE_GLOBS = ("evaluate/*fsc*.tsv", "*fsc*.tsv")
+#: The first two columns of evaluate's fsc_curves.tsv (spatial frequency in 1/A, resolution in A); every
+#: other column is one FSC curve. The engine's names: ``deepemhancer_engine.evaluate.CURVE_AXIS_COLUMNS``.
+FREQ_COLUMN, RESOLUTION_COLUMN = "freq_1_per_A", "resolution_A"
 INPUT_COLOR, OUTPUT_COLOR = "#b4b4b4", "#f0b428"
 
 
@@ -142,8 +146,9 @@ class DeepEMhancerCootViewer(_DeepEMhancerViewer):
 def readFscTable(path):
     """(x label, x values in 1/A, {curve name: values}) from a TSV written by ``deepemhancer evaluate``.
 
-    Lines starting with '#' are comments; the first other line is the header. The x column is the one
-    named like frequency (1/A) or resolution (A, converted to 1/A), else the first column.
+    Lines starting with '#' are comments; the first other line is the header. The x column is
+    FREQ_COLUMN; in other tables the one named like frequency (1/A) or resolution (A, converted to 1/A),
+    else the first column. A table without numeric columns has no curves.
     """
     with open(path) as f:
         rows = [ln.rstrip("\n").split("\t") for ln in f if ln.strip() and not ln.startswith("#")]
@@ -155,10 +160,12 @@ def readFscTable(path):
         except (ValueError, IndexError):
             continue  # non-numeric column
     names = list(cols)
-    xName = next((n for n in names if "freq" in n.lower()), None)
+    if not names:
+        return None, np.array([]), {}
+    xName = FREQ_COLUMN if FREQ_COLUMN in cols else next((n for n in names if "freq" in n.lower()), None)
     xName = xName or next((n for n in names if "res" in n.lower()), names[0])
     x = cols.pop(xName)
-    for other in [n for n in cols if "freq" in n.lower() or "resol" in n.lower()]:
+    for other in [n for n in cols if n == RESOLUTION_COLUMN or "freq" in n.lower() or "resol" in n.lower()]:
         cols.pop(other)  # the other x column (resolution next to frequency)
     if "freq" not in xName.lower() and "res" in xName.lower():
         with np.errstate(divide="ignore"):

@@ -233,7 +233,7 @@ def error_lines(result: Result) -> list[str]:
     return [ln for ln in result.lines if not is_log_line(ln)]
 
 
-#: The CLI's line for a failed allocation (cli._OUT_OF_MEMORY).
+#: The CLI's line for a failed allocation (commands._run._OUT_OF_MEMORY).
 OUT_OF_MEMORY = "error: out of memory; use a smaller map, fewer cubes per call (-b) or a bigger machine"
 
 
@@ -534,8 +534,8 @@ def _driver(jobs_file: str, results_file: str, timeout: float, parallel: int) ->
     import importlib
 
     for module in ("scipy.fft", "scipy.ndimage", "torch", *(f"deepemhancer_engine.{m}" for m in (
-            "cli", "inference", "io", "model", "normalize", "pipeline", "postprocess", "resample", "tiling",
-            "weights"))):
+            "cli", "commands.enhance", "inference", "io", "model", "normalize", "pipeline", "postprocess",
+            "resample", "tiling", "weights"))):
         importlib.import_module(module)
 
     jobs = json.loads(Path(jobs_file).read_text())

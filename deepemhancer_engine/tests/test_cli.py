@@ -224,3 +224,90 @@ def test_input_list_runs_several_jobs_with_one_model(tmp_path, tiny, capsys):
     with mrcfile.open(tmp_path / "ob.mrc") as m:
         assert m.data.shape == (34, 38, 40) and m.voxel_size.x == pytest.approx(0.9)
     assert not (tmp_path / "oc.mrc").exists()
+
+
+# --- the dispatcher and the options shared by enhance and evaluate ------------------------------------------
+
+
+@pytest.mark.parametrize("words", [[], ["enhance"], ["info"], ["evaluate"], ["simulate"], ["train"],
+                                   ["null-response"]])
+def test_every_subcommand_help_through_the_dispatcher(words, capsys):
+    from deepemhancer_engine.cli import SUBCOMMANDS
+
+    assert set(SUBCOMMANDS) == {"enhance", "info", "evaluate", "simulate", "train", "null-response"}
+    with pytest.raises(SystemExit) as exit_:
+        main([*words, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    prog = "deepemhancer" if words in ([], ["enhance"]) else f"deepemhancer {words[0]}"
+    assert out.startswith(f"usage: {prog} ") and "--debug" in out
+
+
+def _parse(command: str, argv: list[str]):
+    from deepemhancer_engine.cli import build_parser
+
+    required = {"enhance": ["-i", "a.mrc", "-o", "b.mrc"], "evaluate": ["--map", "a.mrc", "--outdir", "d"]}
+    return build_parser(command).parse_args(required[command] + argv)
+
+
+@pytest.mark.parametrize("argv", [[], ["-p", "wideTarget"], ["--processingType", "highRes"], ["-b", "3"],
+                                  ["--batch_size", "3"], ["--batch-size", "3"], ["-g", "-1"], ["--device", "cpu"],
+                                  ["--weights", "w.pt", "-g", "0,1", "--device", "cuda"]])
+def test_network_and_device_options_mean_the_same_in_enhance_and_evaluate(argv):
+    from deepemhancer_engine.commands import _args
+
+    enh, ev = _parse("enhance", argv), _parse("evaluate", argv)
+    keys = ("model", "weights", "batch_size", "gpu", "device", "amp", "channels_last")
+    assert {k: getattr(enh, k) for k in keys} == {k: getattr(ev, k) for k in keys}
+    assert _args.inference_config(enh) == _args.inference_config(ev)
+    if "3" in argv:
+        assert enh.batch_size == 3
+    assert _parse("evaluate", ["--model", "m.pdb"] + argv).atomic_model == "m.pdb"  # evaluate's atomic model
+
+
+def test_precision_options_pass_only_what_is_set():
+    import dataclasses
+
+    from deepemhancer_engine.commands import _args
+    from deepemhancer_engine.config import InferenceConfig
+    from deepemhancer_engine.errors import InputError
+
+    assert _args.precision_options(_parse("enhance", [])) == {}
+    assert _args.inference_config(_parse("enhance", [])) == InferenceConfig()
+    args = _parse("enhance", ["--amp", "bf16", "--channels-last", "off"])
+    known = {f.name for f in dataclasses.fields(InferenceConfig)}
+    if {"amp", "channels_last"} <= known:
+        config = _args.inference_config(args)
+        assert (config.amp, config.channels_last) == ("bf16", False)
+    else:  # the configuration has no such fields yet: a clean input error, not a crash
+        with pytest.raises(InputError, match="--amp"):
+            _args.inference_config(args)
+
+
+def test_enhance_word_is_the_default_command(tmp_path, tiny, monkeypatch):
+    monkeypatch.setenv("DEEPEMHANCER_CACHE", "off")  # both runs measure the null response the same way
+    path = write_mrc(tmp_path / "m.mrc", blob_map((36, 34, 33), seed=6), voxel_size=1.05)
+    a, b = tmp_path / "a.mrc", tmp_path / "b.mrc"
+    assert main(["-i", str(path), "-o", str(a), "--weights", str(tiny), "-q"]) == 0
+    assert main(["enhance", "-i", str(path), "-o", str(b), "--weights", str(tiny), "-q"]) == 0
+    with mrcfile.open(a) as x, mrcfile.open(b) as y:
+        assert np.array_equal(x.data, y.data)
+
+
+def test_input_list_cannot_be_mixed_with_single_job_options(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--inputList", str(tmp_path / "jobs.txt"), "-i", "a.mrc"])
+    assert exit_.value.code == 2 and "--inputList cannot be combined" in capsys.readouterr().err
+
+
+def test_null_response_subcommand_writes_the_file_beside_the_weights(tmp_path, tiny, capsys):
+    import shutil
+
+    pt = Path(shutil.copy(tiny, tmp_path / "tiny.pt"))
+    shutil.copy(tiny.with_suffix(".json"), tmp_path / "tiny.json")
+    assert main(["null-response", str(pt), "--cubes", "2"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "tiny.null.npz")
+    assert (tmp_path / "tiny.null.npz").stat().st_size > 0
+    assert main(["null-response", str(tmp_path / "missing.pt")]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "missing.pt" in err[0]

@@ -15,7 +15,7 @@ pytest.importorskip("gemmi")
 
 from deepemhancer_engine.evaluate import evaluate  # noqa: E402
 from deepemhancer_engine.io import GridInfo, read_map, write_map  # noqa: E402
-from deepemhancer_engine.modelmap import MapGeometry, model_map, model_mask, read_model  # noqa: E402
+from deepemhancer_engine.modelmap import model_map, model_mask, read_model  # noqa: E402
 
 ORIGIN = (101.5, -40.0, 12.25)  # deliberately non-zero, like cropped deposited maps
 SHAPE = (36, 34, 32)
@@ -45,7 +45,7 @@ def case(tmp_path_factory):
     d = tmp_path_factory.mktemp("evalcase")
     pdb = _write_pdb(d / "model.pdb")
     grid = GridInfo(shape=SHAPE, voxel_size=(1.0, 1.0, 1.0), origin=ORIGIN)
-    clean = model_map(pdb, MapGeometry.from_grid(grid), blur=60.0)
+    clean = model_map(pdb, grid, blur=60.0)
     rng = np.random.default_rng(7)
     sd = float(clean.std())
     halves = [clean + rng.normal(0, sd, SHAPE).astype(np.float32) for _ in range(2)]
@@ -56,7 +56,7 @@ def test_model_map_sits_on_the_atoms_with_a_non_zero_origin(tmp_path):
     pdb = tmp_path / "one.pdb"
     x, y, z = ORIGIN[0] + 10.0, ORIGIN[1] + 12.0, ORIGIN[2] + 7.0
     pdb.write_text(f"ATOM      1  CA  ALA A   1    {x:8.3f}{y:8.3f}{z:8.3f}  1.00 20.00           C\nEND\n")
-    geo = MapGeometry(shape=(20, 24, 22), voxel_size=(1.0, 1.0, 1.0), origin=ORIGIN)
+    geo = GridInfo(shape=(20, 24, 22), voxel_size=(1.0, 1.0, 1.0), origin=ORIGIN)
     m = model_map(pdb, geo)
     assert np.unravel_index(np.argmax(m), m.shape) == (7, 12, 10)
     mask = model_mask(pdb, geo, 3.0)
@@ -66,7 +66,7 @@ def test_model_map_sits_on_the_atoms_with_a_non_zero_origin(tmp_path):
 
 def test_geometry_uses_nstart_when_origin_is_zero():
     grid = GridInfo(shape=(10, 10, 10), voxel_size=(2.0, 2.0, 2.0), nstart=(-5, -4, -3))
-    assert MapGeometry.from_grid(grid).origin == (-10.0, -8.0, -6.0)
+    assert grid.effective_origin == (-10.0, -8.0, -6.0)
 
 
 def test_read_model_errors(tmp_path):
@@ -82,13 +82,13 @@ def test_identity_enhancer_passes_the_honesty_checks(case, tmp_path):
     h1, h2 = case["halves"]
     res = evaluate(h1, h2, case["grid"], enhancer=lambda v: v.copy(), model=case["pdb"], outdir=tmp_path,
                    noise_test=True, label="synthetic")
-    assert res["honesty"]["max_fsc_gain_beyond_raw0.143"] == pytest.approx(0.0, abs=1e-6)
-    assert abs(res["honesty"]["noise_max_fsc_beyond_10A"]) < 0.35
+    assert res.honesty["max_fsc_gain_beyond_raw0.143"] == pytest.approx(0.0, abs=1e-6)
+    assert abs(res.honesty["noise_max_fsc_beyond_10A"]) < 0.35
     for name in ("average", "sharpened", "enhanced"):
-        v = res["variants"][name]
+        v = res.variants[name]
         assert all(np.isfinite(list(v.values()))), name
         assert v["cc_mask"] > 0.3
-    assert res["variants"]["enhanced"]["cc_box"] == pytest.approx(res["variants"]["average"]["cc_box"])
+    assert res.variants["enhanced"]["cc_box"] == pytest.approx(res.variants["average"]["cc_box"])
     for f in ("metrics.tsv", "fsc_curves.tsv", "summary.json", "fsc_model.png", "fsc_halves.png", "slices.png"):
         assert (tmp_path / f).stat().st_size > 0, f
     rows = [ln.split("\t") for ln in (tmp_path / "metrics.tsv").read_text().splitlines()]
@@ -106,9 +106,9 @@ def test_a_hallucinating_enhancer_is_caught(case):
         return (0.2 * v + paste).astype(np.float32)
 
     res = evaluate(h1, h2, case["grid"], enhancer=cheat, model=case["pdb"], noise_test=True)
-    assert res["honesty"]["max_fsc_gain_beyond_raw0.143"] > 0.3
-    assert res["honesty"]["noise_max_fsc_beyond_10A"] > 0.9
-    assert res["variants"]["enhanced"]["cc_mask"] > res["variants"]["average"]["cc_mask"]
+    assert res.honesty["max_fsc_gain_beyond_raw0.143"] > 0.3
+    assert res.honesty["noise_max_fsc_beyond_10A"] > 0.9
+    assert res.variants["enhanced"]["cc_mask"] > res.variants["average"]["cc_mask"]
 
 
 def test_wrong_origin_lowers_cc_mask(case):
@@ -116,17 +116,17 @@ def test_wrong_origin_lowers_cc_mask(case):
     shifted = GridInfo(shape=SHAPE, voxel_size=(1.0, 1.0, 1.0), origin=(ORIGIN[0] + 6, ORIGIN[1], ORIGIN[2]))
     good = evaluate(h1, h2, case["grid"], enhanced=h1, model=case["pdb"])
     bad = evaluate(h1, h2, shifted, enhanced=h1, model=case["pdb"])
-    assert good["variants"]["average"]["cc_mask"] > bad["variants"]["average"]["cc_mask"] + 0.2
-    assert any("no network" in n for n in good["notes"])
+    assert good.variants["average"]["cc_mask"] > bad.variants["average"]["cc_mask"] + 0.2
+    assert any("no network" in n for n in good.notes)
 
 
 def test_single_map_is_used_as_both_halves(case):
     h1, _ = case["halves"]
     res = evaluate(h1, h1, case["grid"], enhancer=lambda v: v, resolution=4.0)
-    assert res["halves_identical"] and res["resolution_used_A"] == 4.0
-    assert math.isnan(res["honesty"]["max_fsc_gain_beyond_raw0.143"])
-    assert any("identical" in n for n in res["notes"])
-    assert math.isnan(res["variants"]["enhanced"]["cc_mask"])  # no model given
+    assert res.halves_identical and res.resolution_used_A == 4.0
+    assert math.isnan(res.honesty["max_fsc_gain_beyond_raw0.143"])
+    assert any("identical" in n for n in res.notes)
+    assert math.isnan(res.variants["enhanced"]["cc_mask"])  # no model given
 
 
 def _write_inputs(case, d):
@@ -181,9 +181,99 @@ def test_model_metrics_scores_any_map_like_evaluate(case):
 
     h1, h2 = case["halves"]
     res = evaluate(h1, h2, case["grid"], enhanced=h1.copy(), model=case["pdb"], resolution=6.0)
-    geo = MapGeometry.from_grid(case["grid"])
+    geo = case["grid"]
     perfect = M.lowpass(model_map(case["pdb"], geo), geo.voxel_size, 6.0)
     got = model_metrics({"half1": h1, "perfect": perfect}, case["pdb"], case["grid"], 6.0)
-    assert got["half1"] == pytest.approx(res["variants"]["enhanced"], nan_ok=True)
+    assert got["half1"] == pytest.approx(res.variants["enhanced"], nan_ok=True)
     assert got["perfect"]["cc_mask"] == pytest.approx(1.0, abs=1e-6)
     assert got["perfect"]["cc_mask"] > got["half1"]["cc_mask"] + 0.1
+
+
+# --- the result type and the files it writes ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def written(case, tmp_path_factory):
+    out = tmp_path_factory.mktemp("written")
+    h1, h2 = case["halves"]
+    res = evaluate(h1, h2, case["grid"], enhancer=lambda v: 1.5 * v, model=case["pdb"], outdir=out,
+                   noise_test=True, plots=False)
+    return res, out
+
+
+def test_tsv_columns_and_rows_come_from_the_one_list(written):
+    from deepemhancer_engine import evaluate as E
+
+    res, out = written
+    rows = [ln.split("\t") for ln in (out / "metrics.tsv").read_text().splitlines()]
+    assert tuple(rows[0]) == E.METRICS_COLUMNS
+    body = [r for r in rows[1:] if r[0] != "note"]
+    expected = ([("half_maps", k) for k in E.HALF_MAP_KEYS] + [(v, k) for v in E.VARIANTS for k in E.MODEL_METRICS]
+                + [("honesty", k) for k in E.HONESTY_KEYS])
+    assert [(r[0], r[1]) for r in body] == expected
+    assert [r[2] for r in rows if r[0] == "note"] == res.notes
+    header = (out / "fsc_curves.tsv").read_text().splitlines()[0].split("\t")
+    assert tuple(header[:2]) == E.CURVE_AXIS_COLUMNS
+    assert header[2:] == [E.curve_column(k) for k in res.curves]
+    assert list(res.curves) == [E.RAW_HALVES, *(E.model_curve(v, m) for v in E.VARIANTS for m in (True, False)),
+                                E.ENHANCED_HALVES, E.NOISE_OUTPUTS]
+    summary = E.format_summary(res).splitlines()
+    assert summary[1].split()[1:] == ["FSC0.5", "masked", "unmasked", "CC_mask", "CC_box"]
+    assert all(key in E.MODEL_METRICS for key, _, _ in E.SUMMARY_TABLE)
+    assert [ln.split(":")[0] for ln in summary[5:5 + len(E.HONESTY_KEYS)]] == list(E.HONESTY_KEYS)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a):
+        return math.isnan(b)
+    return a == b
+
+
+def test_result_round_trips_through_summary_json(written):
+    import dataclasses
+    import json
+
+    from deepemhancer_engine.evaluate import EvaluationResult
+
+    res, out = written
+    data = json.loads((out / "summary.json").read_text())
+    back = EvaluationResult.from_summary(data)
+    assert _same(back.to_summary(), data)
+    skip = {"curves", "model_map", "files", "timing_s"}  # files and timings grow after summary.json is written
+    for f in dataclasses.fields(EvaluationResult):
+        if f.name not in skip:
+            assert _same(getattr(back, f.name), getattr(res, f.name)), f.name
+    assert back.files == {k: res.files[k] for k in ("metrics", "curves")}
+    assert "half_fsc0.143_A" in data and "curves" not in data and "model_map" not in data
+    assert res.model_map is not None and res.model_map.shape == SHAPE and back.model_map is None
+    assert not any(k.startswith("_") for k in data)
+
+
+def test_plugin_fsc_viewer_reads_the_columns_evaluate_writes():
+    """The plugin never imports the engine: its viewer names the fsc_curves.tsv columns itself."""
+    import ast
+    import fnmatch
+    from pathlib import Path
+
+    from deepemhancer_engine.evaluate import CURVE_AXIS_COLUMNS
+
+    viewer = Path(__file__).resolve().parents[2] / "viewers" / "viewer_deepemhancer.py"
+    if not viewer.exists():
+        pytest.skip("the Scipion plugin is not beside the engine")
+    consts = {}
+    for node in ast.parse(viewer.read_text()).body:  # module-level constants: NAME = literal, A, B = a, b
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+            names = [target] if isinstance(target, ast.Name) else getattr(target, "elts", [])
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            values = [value] if isinstance(target, ast.Name) else value
+            consts.update((n.id, v) for n, v in zip(names, values) if isinstance(n, ast.Name))
+    assert (consts["FREQ_COLUMN"], consts["RESOLUTION_COLUMN"]) == CURVE_AXIS_COLUMNS
+    globs = consts["EVALUATE_GLOBS"]
+    assert any(fnmatch.fnmatch("evaluate/fsc_curves.tsv", g) for g in globs)
+    assert not any(fnmatch.fnmatch("evaluate/metrics.tsv", g) for g in globs)

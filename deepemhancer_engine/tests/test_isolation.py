@@ -9,7 +9,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = ["cli", "config", "errors", "io", "normalize", "resample", "tiling", "model", "weights",
-           "inference", "postprocess", "pipeline", "info"]
+           "inference", "postprocess", "pipeline", "evaluate", "commands.enhance", "commands.evaluate",
+           "commands.info", "commands.nullresponse", "commands.simulate", "commands.train"]
 
 
 def _run(code: str) -> str:

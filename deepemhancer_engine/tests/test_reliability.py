@@ -813,6 +813,7 @@ _RLIMIT_AS_AFTER_IMPORT = r"""
 import re, resource, runpy, sys
 import numpy, scipy.fft, scipy.ndimage, torch, mrcfile
 from deepemhancer_engine import cli, inference, io, model, normalize, pipeline, postprocess, resample, tiling, weights
+from deepemhancer_engine.commands import enhance
 vm = int(re.search(r"VmSize:\s+(\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (vm + int(sys.argv[1]), resource.getrlimit(resource.RLIMIT_AS)[1]))
 sys.argv = ["deepemhancer", *sys.argv[2:]]

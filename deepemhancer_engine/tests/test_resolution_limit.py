@@ -10,7 +10,7 @@ import scipy.fft
 from deepemhancer_engine import metrics as M
 from deepemhancer_engine.cli import build_parser, config_from_args, main
 from deepemhancer_engine.errors import InputError
-from deepemhancer_engine.metrics import frequency_grid
+from deepemhancer_engine.fourier import frequency_grid
 from deepemhancer_engine.postprocess import DATA_FADE, DATA_FLOOR, LIMIT_EDGE, limit_resolution
 from deepemhancer_engine.tests.test_cli import blob_map, write_mrc
 

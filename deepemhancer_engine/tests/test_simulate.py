@@ -80,11 +80,11 @@ def test_shard_roundtrip(pdb, tmp_path):
 def test_refuses_eval_split(tmp_path):
     from argparse import Namespace
 
-    from deepemhancer_engine.training import cli
+    from deepemhancer_engine.commands import simulate
 
     args = Namespace(structures="/x/split_eval.txt", root=None, out=str(tmp_path), limit=None,
-                     pairs_per_structure=1, seed=0, workers=1, until=None, training_command="simulate")
-    assert cli.run(args) == 2
+                     pairs_per_structure=1, seed=0, workers=1, until=None)
+    assert simulate.main(args) == 2
 
 
 def test_stored_cube_edge_follows_the_job(pdb, tmp_path):
@@ -95,3 +95,23 @@ def test_stored_cube_edge_follows_the_job(pdb, tmp_path):
     with np.load(out) as shard:
         assert shard["x_noise"].shape[1:] == (16, 16, 16) and shard["tightTarget"].shape[1:] == (16, 16, 16)
     assert dataset.run_job(job) == (out, "exists")
+
+
+def test_a_failed_shard_write_leaves_no_file(tmp_path, monkeypatch):
+    arrays = {"x_noise": np.zeros((1, 4, 4, 4), np.float16), "resolution": np.ones(1, np.float32)}
+    monkeypatch.setattr(dataset, "make_crops", lambda *a, **k: arrays)
+    job = dataset.Job("fake.pdb", 1, str(tmp_path / "fake__s1.npz"), 4)
+
+    def fail(fh, **kw):
+        fh.write(b"half a shard")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(dataset.np, "savez_compressed", fail)
+    with pytest.raises(OSError):
+        dataset.run_job(job)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    monkeypatch.setattr(dataset, "make_crops", lambda *a, **k: arrays)
+    assert dataset.run_job(job) == (job.out, "ok")
+    assert [p.name for p in tmp_path.iterdir()] == ["fake__s1.npz"] and dataset.list_shards(tmp_path, "val") + \
+        dataset.list_shards(tmp_path, "train") == [Path(job.out)]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from deepemhancer_engine.training import augment
@@ -72,19 +74,19 @@ def test_tiny_training_exports_and_resumes(tmp_path):
 def test_cli_train_and_simulate_args(tmp_path):
     import argparse
 
-    from deepemhancer_engine.training import cli
+    from deepemhancer_engine.commands import simulate, train
 
     _fake_shards(tmp_path)
     parser = argparse.ArgumentParser()
-    cli.add_args(parser, "train")
+    train.add_args(parser)
     args = parser.parse_args(["--data", str(tmp_path), "--run-dir", str(tmp_path / "r"), "--filters", "2,4,8",
                               "--crop", "16", "--small-crop", "8", "--batch", "2", "--epoch-steps", "1",
                               "--val-cubes", "2", "--max-steps", "1", "--threads", "1", "--device", "cpu",
                               "--band-limit", "--export", str(tmp_path / "m.pt")])
-    assert cli.run(args) == 0 and (tmp_path / "m.json").exists()
+    assert train.main(args) == 0 and (tmp_path / "m.json").exists()
     sim = argparse.ArgumentParser()
-    cli.add_args(sim, "simulate")
-    assert sim.parse_args(["--out", "x"]).training_command == "simulate"
+    simulate.add_args(sim)
+    assert sim.parse_args(["--out", "x"]).out == "x"
 
 
 def test_loader_processes_half_weights_and_card_text(tmp_path):
@@ -117,7 +119,7 @@ def test_half_written_shards_are_not_listed(tmp_path):
 
     _fake_shards(tmp_path)
     tr, val = _stems()
-    (tmp_path / f"{tr}__s2.npz.tmp77.npz").write_bytes(b"partial")  # name used before this fix
+    (tmp_path / f"{tr}__s2.npz.tmp77.npz").write_bytes(b"partial")  # a temporary name ending in .npz
     (tmp_path / f"{tr}__s3.npz.tmp78").write_bytes(b"partial")
     assert [p.name for p in list_shards(tmp_path, "train")] == [f"{tr}__s1.npz"]
     assert [p.name for p in list_shards(tmp_path, "val")] == [f"{val}__s1.npz"]
@@ -132,3 +134,57 @@ def test_amp_only_where_bf16_is_native():
     off = TrainConfig(data=Path("."), run_dir=Path("."), amp=False)
     assert use_amp(on, "cuda") and not use_amp(off, "cuda") and not use_amp(off, "cpu")
     assert use_amp(on, "cpu") == cpu_has_fast_bf16()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_gpu_fails_before_the_run_folder(tmp_path):
+    """--device cuda without a GPU: the engine's one-line DeviceError, and no run folder left behind."""
+    from deepemhancer_engine.errors import DeviceError
+
+    _fake_shards(tmp_path)
+    cfg = TrainConfig(data=tmp_path, run_dir=tmp_path / "run", device="cuda", threads=1)
+    with pytest.raises(DeviceError) as info:
+        train(cfg)
+    assert "no GPU is available" in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_log_file_handler_removed_on_error(tmp_path):
+    """A run that fails (here: no validation cubes) leaves no handler writing to its train.log."""
+    import logging
+
+    from deepemhancer_engine.errors import InputError
+
+    tr, _ = _stems()
+    _fake_shards(tmp_path)
+    for p in tmp_path.glob("*.npz"):
+        if not p.name.startswith(f"{tr}__"):
+            p.unlink()
+    logger = logging.getLogger("deepemhancer_engine.training")
+    before = list(logger.handlers)
+    with pytest.raises(InputError, match="no validation cubes"):
+        train(TrainConfig(data=tmp_path, run_dir=tmp_path / "run", device="cpu", threads=1))
+    assert logger.handlers == before
+
+
+def test_run_folder_holds_no_temporary_files(tmp_path):
+    """Checkpoints, best state, history and loss curve are written all or nothing (temp file + rename)."""
+    _fake_shards(tmp_path)
+    cfg = TrainConfig(data=tmp_path, run_dir=tmp_path / "run", filters=(2, 4, 8), crop=16, small_crop=8,
+                      batch=2, epoch_steps=1, val_cubes=2, max_steps=2, device="cpu", threads=1)
+    train(cfg)
+    names = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert names == ["best.pt", "history.json", "last.ckpt", "loss.png", "train.log"]
+
+
+def test_trainer_keeps_its_thread_count():
+    """The device chooser caps threads at the usable CPUs for inference; training uses cfg.threads as given."""
+    from deepemhancer_engine.training.trainer import _choose_device
+
+    before = torch.get_num_threads()
+    many = (os.cpu_count() or 1) + 2
+    try:
+        assert _choose_device(TrainConfig(data=Path("."), run_dir=Path("."), device="cpu", threads=many)) == "cpu"
+        assert torch.get_num_threads() == many
+    finally:
+        torch.set_num_threads(before)

@@ -31,6 +31,8 @@ import numpy as np
 
 from ..config import NOISE_TARGET_STD, NormalizationConfig, NormMode
 from ..errors import DeepEMhancerError, InputError
+from ..fourier import cosine_edge, frequency_grid
+from ..io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -145,14 +147,12 @@ def run_job(job: Job) -> tuple[str, str]:
         arrays = make_crops(job.structure, job.seed, crop=job.crop)
     except (DeepEMhancerError, ValueError, RuntimeError, MemoryError) as exc:
         return job.out, f"skipped: {exc}"
-    tmp = f"{job.out}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as fh:  # a file object: numpy adds no ".npz", so no list_shards() match
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:  # a file object: given a name, numpy would append ".npz" to it
             np.savez_compressed(fh, **arrays)
-        os.replace(tmp, job.out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+    atomic_write(job.out, write)
     return job.out, "ok"
 
 
@@ -180,7 +180,8 @@ def generate(jobs: Sequence[Job], workers: int = 2, deadline: float | None = Non
 
 def list_shards(data_dir: str | os.PathLike[str], split: str = "train") -> list[Path]:
     """Shards of the train or the validation structures (see :func:`is_validation`)."""
-    shards = sorted(p for p in Path(data_dir).glob("*__s*.npz") if ".tmp" not in p.name)  # not half-written
+    # ".tmp": half-written shards of older versions (io.atomic_write's temporary names end otherwise)
+    shards = sorted(p for p in Path(data_dir).glob("*__s*.npz") if ".tmp" not in p.name)
     want_val = split == "val"
     return [p for p in shards if is_validation(p.name.split("__s")[0]) == want_val]
 
@@ -206,10 +207,7 @@ def band_limit(cube: np.ndarray, resolution: float, width: float = 0.1) -> np.nd
     """
     pad = 8
     big = np.pad(cube, pad, mode="reflect")
-    s2 = sum(np.meshgrid(*(np.fft.fftfreq(n) ** 2 for n in big.shape[:2]), np.fft.rfftfreq(big.shape[2]) ** 2,
-                         indexing="ij"))
-    t = np.clip((np.sqrt(s2) * resolution - (1 - width)) / (2 * width), 0, 1)
-    filt = (0.5 * (1 + np.cos(np.pi * t))).astype(np.float32)
+    filt = cosine_edge(frequency_grid(big.shape, 1.0) * resolution, 1 - width, 2 * width).astype(np.float32)
     out = np.fft.irfftn(np.fft.rfftn(big) * filt, big.shape, axes=(0, 1, 2))
     return np.ascontiguousarray(out[pad:-pad, pad:-pad, pad:-pad], dtype=np.float32)
 

@@ -32,7 +32,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from ..atoms import Atoms, atom_mask, gemmi_module, p1_density, read_model, voxel_indices
 from ..errors import InputError
+from ..fourier import cosine_edge, frequency_grid
 from ..metrics import fsc
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,8 @@ _SNR_AT_THRESHOLD = FSC_THRESHOLD / (1.0 - FSC_THRESHOLD)
 TIGHT_MASK = (2.0, 2.5)
 WIDE_MASK = (5.0, 5.0)
 DEFAULT_MAX_BOX = 144
+#: Models with fewer heavy atoms than this are refused.
+MIN_ATOMS = 50
 _LIGAND_ELEMENTS = ("C", "C", "C", "C", "O", "N", "P", "S")
 
 
@@ -63,47 +67,28 @@ class SimulatedPair:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Atoms:
-    """Heavy atoms of one model as arrays: positions (N, 3) in A, element symbols, B-factors."""
-
-    pos: np.ndarray
-    elem: np.ndarray
-    b: np.ndarray
-
-    def take(self, keep: np.ndarray) -> "Atoms":
-        return Atoms(self.pos[keep], self.elem[keep], self.b[keep])
-
-
 @functools.lru_cache(maxsize=8)
 def load_atoms(path: str) -> Atoms:
-    """Read the first model of ``path`` without hydrogens and waters."""
-    import gemmi
-
-    try:
-        st = gemmi.read_structure(str(path))
-    except (RuntimeError, ValueError, OSError) as exc:
-        raise InputError(f"cannot read atomic model {path}: {exc}") from exc
-    st.remove_hydrogens()
-    st.remove_waters()
-    pos, elem, b = [], [], []
-    for chain in st[0]:
-        for res in chain:
-            for atom in res:
-                if atom.element.atomic_number < 1 or atom.element.name in ("H", "D"):
-                    continue
-                pos.append(atom.pos.tolist())
-                elem.append(atom.element.name)
-                b.append(atom.b_iso)
-    if len(pos) < 50:
-        raise InputError(f"atomic model {path} has only {len(pos)} heavy atoms")
-    return Atoms(np.asarray(pos, float), np.asarray(elem), np.asarray(b, float))
+    """The simulator's atoms of ``path``: the first model without hydrogens and waters
+    (:func:`atoms.read_model`), elements known to gemmi only; InputError below :data:`MIN_ATOMS`."""
+    atoms = Atoms.from_structure(read_model(path))
+    atoms = atoms.take(~np.isin(atoms.elem, ("X", "H", "D")))  # X: an element gemmi does not know
+    if len(atoms.pos) < MIN_ATOMS:
+        raise InputError(f"{path}: the atomic model has only {len(atoms.pos)} heavy atoms "
+                         f"(the simulator needs {MIN_ATOMS})")
+    return atoms
 
 
 def density(atoms: Atoms, b: np.ndarray, occ: np.ndarray, corner: np.ndarray, shape_zyx, voxel: float):
     """Electron-scattering density of ``atoms`` on a periodic box starting at ``corner`` (gemmi)."""
-    import gemmi
+    # Apart from modelmap.model_map: a periodic box at the map's own sampling is cheap, and the weights learnt on it.
+    st = _p1_structure(atoms, b, occ, corner, shape_zyx, voxel)
+    return np.ascontiguousarray(p1_density(st, shape_zyx[::-1], d_min=2.0 * voxel, blur=0.0), dtype=np.float32)
 
+
+def _p1_structure(atoms: Atoms, b: np.ndarray, occ: np.ndarray, corner: np.ndarray, shape_zyx, voxel: float):
+    """A one-chain gemmi structure of ``atoms`` (B ``b``, occupancy ``occ``) in a P1 cell on the box."""
+    gemmi = gemmi_module()
     nz, ny, nx = shape_zyx
     st = gemmi.Structure()
     st.add_model(gemmi.Model("1"))
@@ -125,21 +110,12 @@ def density(atoms: Atoms, b: np.ndarray, occ: np.ndarray, corner: np.ndarray, sh
     st[0].add_chain(chain)
     st.cell = gemmi.UnitCell(nx * voxel, ny * voxel, nz * voxel, 90, 90, 90)
     st.spacegroup_hm = "P 1"
-    dc = gemmi.DensityCalculatorE()
-    dc.d_min = 2.0 * voxel
-    dc.blur = 0.0
-    dc.set_grid_cell_and_spacegroup(st)
-    dc.grid.set_size(nx, ny, nz)
-    dc.add_model_density_to_grid(st[0])
-    return np.ascontiguousarray(np.array(dc.grid, copy=False).transpose(2, 1, 0), dtype=np.float32)
+    return st
 
 
 def _freq2(shape, voxel: float) -> np.ndarray:
-    """Squared spatial frequency |s|^2 (1/A^2) on the rfftn grid of ``shape``."""
-    fz = np.fft.fftfreq(shape[0], voxel)[:, None, None]
-    fy = np.fft.fftfreq(shape[1], voxel)[None, :, None]
-    fx = np.fft.rfftfreq(shape[2], voxel)[None, None, :]
-    return (fz**2 + fy**2 + fx**2).astype(np.float32)
+    """|s|^2 (1/A^2) on the rfftn grid of ``shape``, as float32 (computed in float64)."""
+    return frequency_grid(shape, voxel, squared=True).astype(np.float32)
 
 
 def blur_levels(vol: np.ndarray, s2: np.ndarray, bs) -> list[np.ndarray]:
@@ -174,14 +150,9 @@ def shell_index(shape, voxel: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def soft_mask_from_atoms(atoms: Atoms, corner, shape_zyx, voxel: float, inner: float, edge: float):
-    """1 within ``inner`` A of an atom, cosine fall-off to 0 over ``edge`` A."""
-    occ = np.ones(shape_zyx, bool)
-    ijk = np.round((atoms.pos - corner) / voxel).astype(int)[:, ::-1]
-    ok = np.all((ijk >= 0) & (ijk < np.array(shape_zyx)), axis=1)
-    occ[tuple(ijk[ok].T)] = False
-    dist = ndimage.distance_transform_edt(occ, sampling=voxel)
-    t = np.clip((dist - inner) / edge, 0.0, 1.0)
-    return (0.5 * (1 + np.cos(np.pi * t))).astype(np.float32)
+    """1 within ``inner`` A of an atom, cosine fall-off to 0 over ``edge`` A (:func:`atoms.atom_mask`)."""
+    # Atoms outside the box do not count, as in the shipped data (docs/design.md, "Atomic models and masks").
+    return atom_mask(voxel_indices(atoms.pos, corner, voxel), shape_zyx, voxel, inner, edge, outside_atoms=False)
 
 
 def _add_ligands(atoms: Atoms, rng: np.random.Generator, centre: np.ndarray) -> tuple[Atoms, int]:
@@ -306,9 +277,7 @@ def _noise_scale(signal: np.ndarray, noise: np.ndarray, voxel: float, resolution
 
 def _lowpass(vol: np.ndarray, s2: np.ndarray, resolution: float, width: float = 0.1) -> np.ndarray:
     """Soft low-pass: 1 below (1 - width)/resolution, cosine to 0 at (1 + width)/resolution."""
-    s = np.sqrt(s2) * resolution
-    t = np.clip((s - (1 - width)) / (2 * width), 0, 1)
-    filt = 0.5 * (1 + np.cos(np.pi * t))
+    filt = cosine_edge(np.sqrt(s2) * resolution, 1 - width, 2 * width)
     return np.fft.irfftn(np.fft.rfftn(vol) * filt, vol.shape, axes=(0, 1, 2)).astype(np.float32)
 
 
@@ -319,6 +288,86 @@ def sample_resolution_and_voxel(rng, resolution=None, voxel_size=None) -> tuple[
         lo, hi = max(0.6, res / 5.0), min(2.0, res / 2.2)
         voxel_size = rng.uniform(lo, max(lo, hi))
     return res, float(voxel_size)
+
+
+@dataclass
+class _Box:
+    """A model placed in its box: atoms (ligands appended after the first ``n_model``), corner (A),
+    shape (z, y, x), voxel size (A) and |s|^2 of the box's rfftn grid."""
+
+    atoms: Atoms
+    corner: np.ndarray
+    shape: tuple[int, int, int]
+    voxel: float
+    s2: np.ndarray
+    n_model: int
+    n_ligands: int
+
+    def density(self, b: np.ndarray, occ: np.ndarray) -> np.ndarray:
+        return density(self.atoms, b, occ, self.corner, self.shape, self.voxel)
+
+    def mask(self, inner_edge: tuple[float, float]) -> np.ndarray:
+        return soft_mask_from_atoms(self.atoms, self.corner, self.shape, self.voxel, *inner_edge)
+
+
+def _place(rng, path: Path, voxel: float, max_box: int, ligands: bool | None) -> _Box:
+    """Read the model, crop it to the box, and append pseudo ligands (by default at random)."""
+    atoms = load_atoms(str(path))
+    atoms, corner, shape = _sample_geometry(rng, atoms, voxel, max_box)
+    centre = atoms.pos.mean(0)
+    n_lig, n_model = 0, len(atoms.b)
+    if ligands if ligands is not None else rng.random() < 0.4:
+        atoms, n_lig = _add_ligands(atoms, rng, centre)
+    return _Box(atoms, corner, shape, voxel, _freq2(shape, voxel), n_model, n_lig)
+
+
+def _atom_maps(rng, box: _Box) -> tuple[float, np.ndarray, np.ndarray, dict]:
+    """B of the model map, the model map (uniform B) and the data's atom map (local B, smeared and
+    weak patches), and what was drawn."""
+    atoms = box.atoms
+    b0 = max(10.0, 30.0 * box.voxel**2)
+    b_rel = np.clip(atoms.b - np.percentile(atoms.b, 10), 0, 80) * rng.uniform(0.3, 1.0)
+    smear, smear_spheres = _patches(rng, atoms, "smear")
+    weak, weak_spheres = _patches(rng, atoms, "weak")
+    b_data = b0 + b_rel + smear * rng.uniform(150.0, 400.0)
+    occ = np.where(weak, rng.uniform(0.0, 0.4), 1.0)
+    model_map = box.density(np.full(len(atoms.b), b0), np.ones(len(atoms.b)))
+    data_map = box.density(b_data, occ)
+    return b0, model_map, data_map, {"smeared": smear_spheres, "weak": weak_spheres}
+
+
+def _signal(rng, box: _Box, data_map: np.ndarray, res_req: float, micelle: bool | None):
+    """Noise-free signal (global + flexible B, micelle, solvent background), the masks and what was drawn."""
+    b_global = float(np.clip(rng.uniform(0.5, 1.3) * 8.0 * res_req**2, 20.0, 500.0))
+    flex = _flex_field(rng, box.atoms, box.shape, box.voxel, box.corner, rng.uniform(0.2, 1.2) * b_global)
+    signal = spatial_blur(data_map, box.s2, b_global, flex)
+    tight, wide = box.mask(TIGHT_MASK), box.mask(WIDE_MASK)
+    prot_level = float(signal[tight > 0.5].mean()) if np.any(tight > 0.5) else float(signal.max())
+    has_micelle = micelle if micelle is not None else rng.random() < 0.3
+    if has_micelle:
+        signal += _micelle(rng, box.atoms, box.shape, box.voxel, box.corner, wide,
+                           rng.uniform(0.15, 0.5) * prot_level)
+    bg = ndimage.gaussian_filter(rng.normal(size=box.shape).astype(np.float32), 10.0 / box.voxel, mode="wrap")
+    signal += rng.uniform(0.0, 0.05) * prot_level * bg / (bg.std() + 1e-9) + rng.normal() * 0.1 * prot_level
+    return signal, flex, tight, wide, {"b_global": b_global, "micelle": bool(has_micelle)}
+
+
+def _halves(rng, box: _Box, signal: np.ndarray, res_req: float):
+    """Signal plus independent coloured noise scaled to FSC 0.143 at ``res_req``; the measured resolution."""
+    noise1 = _coloured_noise(rng, box.shape, box.s2)
+    noise2 = _coloured_noise(rng, box.shape, box.s2)
+    sig0 = signal - signal.mean()
+    k = _noise_scale(sig0, 0.5 * (noise1 + noise2), box.voxel, res_req)
+    half1, half2 = signal + k * noise1, signal + k * noise2
+    return half1, half2, k, fsc(half1, half2, box.voxel).resolution(FSC_THRESHOLD)
+
+
+def _targets(rng, box: _Box, data_map, flex, res: float, tight, wide) -> tuple[dict[str, np.ndarray], float]:
+    """The local-B atom map low-passed at the measured resolution, times the tight and wide masks."""
+    gamma = rng.uniform(0.3, 0.7)
+    local = spatial_blur(data_map, box.s2, 0.0, gamma * flex)
+    local = _lowpass(local, box.s2, max(res, 2.0 * box.voxel))
+    return {"tightTarget": local * tight, "wideTarget": local * wide}, gamma
 
 
 def simulate_pair(
@@ -334,62 +383,29 @@ def simulate_pair(
     """Simulate half maps, model map, targets and masks for one model (see the module docstring).
 
     ``voxel_size`` (A) and ``resolution`` (target half-map FSC-0.143, A) are drawn from the seed when
-    not given; ``ligands`` / ``micelle`` force those features on or off (default: random).
+    not given; ``ligands`` / ``micelle`` force those features on or off (default: random). The steps
+    draw from one generator in a fixed order, so a seed gives the same pair every time.
     """
     path = Path(structure_path)
     rng = np.random.default_rng(seed)
     res_req, voxel = sample_resolution_and_voxel(rng, resolution, voxel_size)
-    atoms = load_atoms(str(path))
-    atoms, corner, shape = _sample_geometry(rng, atoms, voxel, max_box)
-    centre = atoms.pos.mean(0)
-    n_lig, n_model = 0, len(atoms.b)
-    if ligands if ligands is not None else rng.random() < 0.4:
-        atoms, n_lig = _add_ligands(atoms, rng, centre)
-    s2 = _freq2(shape, voxel)
-
-    b0 = max(10.0, 30.0 * voxel**2)
-    b_rel = np.clip(atoms.b - np.percentile(atoms.b, 10), 0, 80) * rng.uniform(0.3, 1.0)
-    smear, smear_spheres = _patches(rng, atoms, "smear")
-    weak, weak_spheres = _patches(rng, atoms, "weak")
-    b_data = b0 + b_rel + smear * rng.uniform(150.0, 400.0)
-    occ = np.where(weak, rng.uniform(0.0, 0.4), 1.0)
-    model_map = density(atoms, np.full(len(atoms.b), b0), np.ones(len(atoms.b)), corner, shape, voxel)
-    data_map = density(atoms, b_data, occ, corner, shape, voxel)
-
-    b_global = float(np.clip(rng.uniform(0.5, 1.3) * 8.0 * res_req**2, 20.0, 500.0))
-    flex = _flex_field(rng, atoms, shape, voxel, corner, rng.uniform(0.2, 1.2) * b_global)
-    signal = spatial_blur(data_map, s2, b_global, flex)
-    tight = soft_mask_from_atoms(atoms, corner, shape, voxel, *TIGHT_MASK)
-    wide = soft_mask_from_atoms(atoms, corner, shape, voxel, *WIDE_MASK)
-    prot_level = float(signal[tight > 0.5].mean()) if np.any(tight > 0.5) else float(signal.max())
-    has_micelle = micelle if micelle is not None else rng.random() < 0.3
-    if has_micelle:
-        signal += _micelle(rng, atoms, shape, voxel, corner, wide, rng.uniform(0.15, 0.5) * prot_level)
-    bg = ndimage.gaussian_filter(rng.normal(size=shape).astype(np.float32), 10.0 / voxel, mode="wrap")
-    signal += rng.uniform(0.0, 0.05) * prot_level * bg / (bg.std() + 1e-9) + rng.normal() * 0.1 * prot_level
-
-    noise1 = _coloured_noise(rng, shape, s2)
-    noise2 = _coloured_noise(rng, shape, s2)
-    sig0 = signal - signal.mean()
-    k = _noise_scale(sig0, 0.5 * (noise1 + noise2), voxel, res_req)
-    half1, half2 = signal + k * noise1, signal + k * noise2
-    res = fsc(half1, half2, voxel).resolution(FSC_THRESHOLD)
-
-    gamma = rng.uniform(0.3, 0.7)
-    local = spatial_blur(data_map, s2, 0.0, gamma * flex)
-    local = _lowpass(local, s2, max(res, 2.0 * voxel))
-    targets = {"tightTarget": local * tight, "wideTarget": local * wide}
+    box = _place(rng, path, voxel, max_box, ligands)
+    b0, model_map, data_map, patches = _atom_maps(rng, box)
+    signal, flex, tight, wide, drawn = _signal(rng, box, data_map, res_req, micelle)
+    half1, half2, k, res = _halves(rng, box, signal, res_req)
+    targets, gamma = _targets(rng, box, data_map, flex, res, tight, wide)
+    atoms = box.atoms
     info = {
         "structure": path.name, "seed": int(seed), "requested_resolution": res_req, "b0": b0,
-        "b_global": b_global, "flex_max": float(flex.max()), "target_gamma": gamma, "n_atoms": int(len(atoms.b)),
-        "n_ligands": n_lig, "ligand_xyz": atoms.pos[n_model:].round(3).tolist(), "micelle": bool(has_micelle),
-        "smeared": smear_spheres, "weak": weak_spheres,
-        "noise_scale": k, "shape_zyx": list(shape),
+        "b_global": drawn["b_global"], "flex_max": float(flex.max()), "target_gamma": gamma,
+        "n_atoms": int(len(atoms.b)), "n_ligands": box.n_ligands,
+        "ligand_xyz": atoms.pos[box.n_model:].round(3).tolist(),
+        "micelle": drawn["micelle"], **patches, "noise_scale": k, "shape_zyx": list(box.shape),
     }
     log.debug("simulated %s seed %d: %s", path.name, seed, info)
     return SimulatedPair(
         half1=half1.astype(np.float32), half2=half2.astype(np.float32), voxel_size=(voxel,) * 3,
-        origin=tuple(float(c) for c in corner), model_map=model_map,
+        origin=tuple(float(c) for c in box.corner), model_map=model_map,
         targets={k_: v.astype(np.float32) for k_, v in targets.items()}, tight_mask=tight, wide_mask=wide,
         fsc0143_resolution=res, info=info,
     )

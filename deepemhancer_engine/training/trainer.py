@@ -1,11 +1,14 @@
 """The trainer: L1 loss, Adam (lr 1e-3, halved after ``patience`` epochs without improvement),
 batch 8, random cubes with 90-degree rotations, blur and patch corruption, a structure-level
-validation split, resumable checkpoints, a loss-curve PNG and a time budget.
+validation split, resumable checkpoints, a loss-curve PNG and a time limit.
 
 A run directory holds ``last.ckpt`` (model, optimiser, scheduler, history, RNG: resumes),
 ``best.pt`` (best validation state dict), ``history.json``, ``train.log`` lines via logging and
 ``loss.png``. With ``export`` set, the best weights and their model card are written there
-(:func:`weights.save_weights`) every ``export_every_min`` minutes and when the budget ends.
+(:func:`weights.save_weights`) every ``export_every_min`` minutes and when the time limit is reached.
+
+:func:`train` is the entry point; :class:`Trainer` holds one run's model, optimiser and history and
+names its steps (resume, step, end of epoch, checkpoint, export).
 """
 
 from __future__ import annotations
@@ -22,12 +25,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import InferenceConfig
 from ..errors import InputError
+from ..io import atomic_write
+from ..runner import select_device
 from ..version import __version__
 from . import augment
 from .dataset import CropDataset, list_shards, stored_edge
 
 log = logging.getLogger(__name__)
+_TRAINING_LOGGER = "deepemhancer_engine.training"  # the package logger, so train.log also gets the dataset's warnings
 
 
 @dataclass(frozen=True)
@@ -73,10 +80,9 @@ def _code_version() -> str:
     return f"deepemhancer_engine {__version__}" + (f" (git {rev}, training code uncommitted or later)" if rev else "")
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def _torch_save(obj, path: Path) -> None:
+    """``torch.save`` all or nothing: a run killed while writing keeps the previous file."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _cubes(cfg: TrainConfig, shards: list[Path], input_key: str) -> CropDataset:
@@ -122,7 +128,7 @@ def _produce(out, shards: list[Path], cfg: TrainConfig, input_key: str, seed: in
 
 class _WorkerBatches:
     """Batches made by ``cfg.workers`` loader processes, each with its own generator; :meth:`close`
-    ends them at once (a DataLoader over an endless stream took up to a minute to shut down)."""
+    ends them at once (a DataLoader over an endless stream can take a minute to shut down)."""
 
     def __init__(self, cfg: TrainConfig, input_key: str, seed: int) -> None:
         import torch.multiprocessing as tmp
@@ -218,10 +224,10 @@ def _plot(history: list[dict], path: Path, title: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def card_fields(cfg: TrainConfig, state: dict, device: str) -> dict:
@@ -286,21 +292,6 @@ def _network_text(cfg: TrainConfig, device: str) -> str:
             "training set.")
 
 
-def _export(model, best_state, cfg: TrainConfig, state: dict, device: str) -> None:
-    if cfg.export is None or best_state is None:
-        return
-    from ..model import build_model
-    from ..weights import save_weights
-
-    net = build_model("unet3d", {"filters": list(cfg.filters)})
-    net.load_state_dict(best_state)
-    pt = save_weights(net, card_fields(cfg, state, device), cfg.export,
-                      dtype=torch.float16 if cfg.half_weights else None)
-    for f in (pt, pt.with_suffix(".json")):
-        os.chmod(f, 0o644)  # shipped files: readable by everyone
-    log.info("exported best weights (step %s) to %s", state.get("best", {}).get("step"), cfg.export)
-
-
 def use_amp(cfg: TrainConfig, device: str) -> bool:
     """bf16 autocast for the forward pass: asked for, and on CUDA or a CPU with native bf16 (AMX /
     AVX512-BF16: 1.8x faster per 64^3 training step than fp32 on two cores; emulated bf16 is slower)."""
@@ -309,7 +300,9 @@ def use_amp(cfg: TrainConfig, device: str) -> bool:
     return cfg.amp and (device == "cuda" or cpu_has_fast_bf16())
 
 
-def _budget_end(cfg: TrainConfig, start: float) -> float:
+def _time_limit(cfg: TrainConfig, start: float) -> float:
+    """The wall-clock time (epoch seconds) at which training stops: ``hours`` after ``start`` or
+    ``deadline``, whichever comes first; infinity without either."""
     ends = [float("inf")]
     if cfg.hours is not None:
         ends.append(start + cfg.hours * 3600)
@@ -318,100 +311,197 @@ def _budget_end(cfg: TrainConfig, start: float) -> float:
     return min(ends)
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Train until the budget / step limit; returns the final state (history, best, step)."""
-    from ..model import build_model
+def _choose_device(cfg: TrainConfig) -> str:
+    """``cpu`` or ``cuda`` through the engine's device chooser (DeviceError when CUDA is asked for and
+    absent), with torch using ``cfg.threads`` threads.
 
+    The chooser caps the thread count at the CPUs this process may run on; the trainer keeps the
+    count it was given, as the shipped runs did, so the threads are set again afterwards.
+    """
     torch.set_num_threads(cfg.threads)
-    device = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
-    run = Path(cfg.run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    fh = logging.FileHandler(run / "train.log")
-    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logging.getLogger("deepemhancer_engine.training").addHandler(fh)
-    start = time.time()
-    end = _budget_end(cfg, start)
-    input_key = "x_mask" if cfg.normalization == "mask" else "x_noise"
-    ds = _cubes(cfg, list_shards(cfg.data, "train"), input_key)
-    vx, vy = _validation_set(cfg, input_key)
-    log.info("%s: %d training cubes, %d validation cubes, device %s%s", cfg.name, len(ds), len(vx), device,
-             ", bf16 autocast" if use_amp(cfg, device) else "")
-    if device == "cuda":
-        torch.backends.cudnn.benchmark = True
+    device = select_device(InferenceConfig(device=cfg.device)).type
+    torch.set_num_threads(cfg.threads)
+    return device
 
-    torch.manual_seed(cfg.seed)
-    model = build_model("unet3d", {"filters": list(cfg.filters)}).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=cfg.patience)
-    state: dict = {"step": 0, "epoch": 0, "history": [], "best": {}, "elapsed": 0.0, "config": _jsonable(cfg)}
-    best_state = None
-    ckpt = run / "last.ckpt"
-    rng = np.random.default_rng(cfg.seed)
-    if ckpt.exists():
-        saved = torch.load(ckpt, map_location=device, weights_only=False)
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["opt"])
-        sched.load_state_dict(saved["sched"])
-        state = saved["state"]
-        best_state = saved.get("best_model")
-        rng.bit_generator.state = saved["rng"]
-        log.info("resumed from %s at step %d (best val %.5f)", ckpt, state["step"],
-                 state["best"].get("val_l1", float("nan")))
-    elif cfg.init is not None:
-        model.load_state_dict(torch.load(cfg.init, map_location=device, weights_only=True))
-        log.info("initialised from %s", cfg.init)
-    source = _batch_source(ds, cfg, rng, input_key, state["step"])
-    card_device = _device_name(device)
-    amp = use_amp(cfg, device)
-    last_export = time.time()
-    t_prev, elapsed0 = time.time(), state["elapsed"]
-    model.train()
-    stop = False
+
+def _log_to(path: Path) -> logging.Handler:
+    """Copy the training log lines to ``path``; returns the handler for :func:`train` to remove."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.getLogger(_TRAINING_LOGGER).addHandler(handler)
+    return handler
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train until the time limit / step limit; returns the final state (history, best, step).
+
+    The device is chosen before the run folder is made, so a missing GPU leaves nothing behind.
+
+    Raises:
+        DeviceError: CUDA requested but unavailable.
+        InputError: no validation cubes in ``cfg.data``.
+    """
+    device = _choose_device(cfg)
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = _log_to(run_dir / "train.log")
     try:
-        while not stop:
-            running = []
-            for _ in range(cfg.epoch_steps):
-                x, y = source.next()
-                opt.zero_grad(set_to_none=True)
-                with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=amp):
-                    out = model(x.to(device, non_blocking=True))
-                loss = torch.nn.functional.l1_loss(out.float(), y.to(device, non_blocking=True))
-                loss.backward()
-                opt.step()
-                running.append(loss.item())
-                state["step"] += 1
-                if time.time() > end - 30 or (cfg.max_steps is not None and state["step"] >= cfg.max_steps):
-                    stop = True
-                    break
-            state["epoch"] += 1
-            metrics = evaluate(model, vx, vy, device)
-            sched.step(metrics["val_l1"])
-            state["elapsed"] = elapsed0 + time.time() - t_prev
-            entry = {"step": state["step"], "epoch": state["epoch"], "train_l1": float(np.mean(running)),
-                     "lr": opt.param_groups[0]["lr"], "time_h": state["elapsed"] / 3600, **metrics}
-            state["history"].append(entry)
-            if metrics["val_l1"] < state["best"].get("val_l1", float("inf")):
-                state["best"] = {"step": state["step"], **metrics}
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                _atomic_torch_save(best_state, run / "best.pt")
-            log.info("epoch %d step %d train %.5f val %.5f noise %.5f lr %.2g (%.0f s)", state["epoch"],
-                     state["step"], entry["train_l1"], metrics["val_l1"], metrics["noise_abs"], entry["lr"],
-                     state["elapsed"])
-            _atomic_torch_save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                                "state": state, "best_model": best_state, "rng": rng.bit_generator.state}, ckpt)
-            (run / "history.json").write_text(json.dumps(state["history"], indent=1))
-            title = f"{cfg.name} ({device}, filters {cfg.filters}, {cfg.small_crop}/{cfg.crop}^3 cubes)"
-            _plot(state["history"], run / "loss.png", title)
-            if time.time() - last_export > cfg.export_every_min * 60:
-                _export(model, best_state, cfg, state, card_device)
-                last_export = time.time()
-            if cfg.workers <= 0 and epoch_refresh_due(state["epoch"]):
-                ds.refresh(list_shards(cfg.data, "train"))
+        return Trainer(cfg, device).run()
     finally:
-        source.close()
-    _export(model, best_state, cfg, state, card_device)
-    logging.getLogger("deepemhancer_engine.training").removeHandler(fh)
-    return state
+        logging.getLogger(_TRAINING_LOGGER).removeHandler(handler)
+        handler.close()
+
+
+class Trainer:
+    """One training run in ``cfg.run_dir``: data, model, optimiser, LR schedule and history.
+
+    :meth:`run` repeats epochs of :meth:`step` followed by :meth:`end_epoch` (validation, LR schedule,
+    best state), :meth:`checkpoint` and, every ``export_every_min`` minutes, :meth:`export`. The
+    construction order (data, then seeding, then the model) fixes the random streams: with the same
+    seed and config, in-process batches (``workers`` 0) give bit-identical weights on CPU.
+    """
+
+    def __init__(self, cfg: TrainConfig, device: str) -> None:
+        from ..model import build_model
+
+        self.cfg, self.device = cfg, device
+        self.run_dir = Path(cfg.run_dir)
+        self.end = _time_limit(cfg, time.time())
+        self.input_key = "x_mask" if cfg.normalization == "mask" else "x_noise"
+        self.ds = _cubes(cfg, list_shards(cfg.data, "train"), self.input_key)
+        self.vx, self.vy = _validation_set(cfg, self.input_key)
+        self.amp = use_amp(cfg, device)
+        log.info("%s: %d training cubes, %d validation cubes, device %s%s", cfg.name, len(self.ds), len(self.vx),
+                 device, ", bf16 autocast" if self.amp else "")
+        if device == "cuda":
+            torch.backends.cudnn.benchmark = True
+        torch.manual_seed(cfg.seed)
+        self.model = build_model("unet3d", {"filters": list(cfg.filters)}).to(device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(self.opt, mode="min", factor=0.5,
+                                                                patience=cfg.patience)
+        self.state: dict = {"step": 0, "epoch": 0, "history": [], "best": {}, "elapsed": 0.0,
+                            "config": _jsonable(cfg)}
+        self.best_state: dict | None = None
+        self.rng = np.random.default_rng(cfg.seed)
+        self.resume()
+        self.card_device = _device_name(device)
+        self._t0, self._elapsed0 = 0.0, 0.0  # set by run(): the clock of this call's training
+
+    @property
+    def ckpt(self) -> Path:
+        return self.run_dir / "last.ckpt"
+
+    def resume(self) -> None:
+        """Continue from the run folder's checkpoint; else start from ``cfg.init`` weights if given."""
+        if self.ckpt.exists():
+            saved = torch.load(self.ckpt, map_location=self.device, weights_only=False)
+            self.model.load_state_dict(saved["model"])
+            self.opt.load_state_dict(saved["opt"])
+            self.sched.load_state_dict(saved["sched"])
+            self.state = saved["state"]
+            self.best_state = saved.get("best_model")
+            self.rng.bit_generator.state = saved["rng"]
+            log.info("resumed from %s at step %d (best val %.5f)", self.ckpt, self.state["step"],
+                     self.state["best"].get("val_l1", float("nan")))
+        elif self.cfg.init is not None:
+            self.model.load_state_dict(torch.load(self.cfg.init, map_location=self.device, weights_only=True))
+            log.info("initialised from %s", self.cfg.init)
+
+    def run(self) -> dict:
+        """Epochs until the time or step limit, then a last export; returns the state."""
+        cfg = self.cfg
+        source = _batch_source(self.ds, cfg, self.rng, self.input_key, self.state["step"])
+        last_export = time.time()
+        self._t0, self._elapsed0 = time.time(), self.state["elapsed"]
+        self.model.train()
+        try:
+            stop = False
+            while not stop:
+                losses, stop = self.epoch(source)
+                self.end_epoch(losses)
+                self.checkpoint()
+                if time.time() - last_export > cfg.export_every_min * 60:
+                    self.export()
+                    last_export = time.time()
+                if cfg.workers <= 0 and epoch_refresh_due(self.state["epoch"]):
+                    self.ds.refresh(list_shards(cfg.data, "train"))
+        finally:
+            source.close()
+        self.export()
+        return self.state
+
+    def epoch(self, source) -> tuple[list[float], bool]:
+        """Up to ``epoch_steps`` steps; returns their losses and whether a limit was reached."""
+        losses = []
+        for _ in range(self.cfg.epoch_steps):
+            losses.append(self.step(*source.next()))
+            if self.limit_reached():
+                return losses, True
+        return losses, False
+
+    def limit_reached(self) -> bool:
+        """Within 30 s of the time limit (room for the last checkpoint and export), or at ``max_steps``."""
+        max_steps = self.cfg.max_steps
+        return time.time() > self.end - 30 or (max_steps is not None and self.state["step"] >= max_steps)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """One optimisation step on the batch ``(x, y)``; returns its L1 loss."""
+        device = self.device
+        self.opt.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=self.amp):
+            out = self.model(x.to(device, non_blocking=True))
+        loss = torch.nn.functional.l1_loss(out.float(), y.to(device, non_blocking=True))
+        loss.backward()
+        self.opt.step()
+        self.state["step"] += 1
+        return loss.item()
+
+    def end_epoch(self, losses: list[float]) -> dict:
+        """Validate, step the LR schedule, record the epoch in the history and keep the best state."""
+        state = self.state
+        state["epoch"] += 1
+        metrics = evaluate(self.model, self.vx, self.vy, self.device)
+        self.sched.step(metrics["val_l1"])
+        state["elapsed"] = self._elapsed0 + time.time() - self._t0
+        entry = {"step": state["step"], "epoch": state["epoch"], "train_l1": float(np.mean(losses)),
+                 "lr": self.opt.param_groups[0]["lr"], "time_h": state["elapsed"] / 3600, **metrics}
+        state["history"].append(entry)
+        if metrics["val_l1"] < state["best"].get("val_l1", float("inf")):
+            state["best"] = {"step": state["step"], **metrics}
+            self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            _torch_save(self.best_state, self.run_dir / "best.pt")
+        log.info("epoch %d step %d train %.5f val %.5f noise %.5f lr %.2g (%.0f s)", state["epoch"],
+                 state["step"], entry["train_l1"], metrics["val_l1"], metrics["noise_abs"], entry["lr"],
+                 state["elapsed"])
+        return entry
+
+    def checkpoint(self) -> None:
+        """Write ``last.ckpt`` (everything a resume needs), ``history.json`` and ``loss.png``."""
+        cfg = self.cfg
+        _torch_save({"model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                     "sched": self.sched.state_dict(), "state": self.state, "best_model": self.best_state,
+                     "rng": self.rng.bit_generator.state}, self.ckpt)
+        history = json.dumps(self.state["history"], indent=1)
+        atomic_write(self.run_dir / "history.json", lambda tmp: Path(tmp).write_text(history))
+        title = f"{cfg.name} ({self.device}, filters {cfg.filters}, {cfg.small_crop}/{cfg.crop}^3 cubes)"
+        _plot(self.state["history"], self.run_dir / "loss.png", title)
+
+    def export(self) -> None:
+        """Write the best weights and their model card to ``cfg.export`` (nothing without either)."""
+        cfg = self.cfg
+        if cfg.export is None or self.best_state is None:
+            return
+        from ..model import build_model
+        from ..weights import save_weights
+
+        net = build_model("unet3d", {"filters": list(cfg.filters)})
+        net.load_state_dict(self.best_state)
+        pt = save_weights(net, card_fields(cfg, self.state, self.card_device), cfg.export,
+                          dtype=torch.float16 if cfg.half_weights else None)
+        for f in (pt, pt.with_suffix(".json")):
+            os.chmod(f, 0o644)  # weights to ship or share: readable by everyone whatever the umask
+        log.info("exported best weights (step %s) to %s", self.state.get("best", {}).get("step"), cfg.export)
 
 
 def epoch_refresh_due(epoch: int) -> bool:

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from .config import NOISE_TARGET_STD, ModelName
-from .errors import WeightsError
+from ..config import NOISE_TARGET_STD, ModelName
+from ..errors import WeightsError
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=None, metavar="PATH.pt", help="describe these weights instead")
 
 
-def run(args: argparse.Namespace) -> int:
-    from .model import build_model, count_parameters
-    from .nullresponse import cache_dir, load_null_responses, null_path
-    from .weights import describe, resolve_weights, weights_dir
+def main(args: argparse.Namespace) -> int:
+    from ..model import build_model, count_parameters
+    from ..nullresponse import cache_dir, load_null_responses, null_path
+    from ..weights import describe, resolve_weights, weights_dir
 
     print(f"Weights directory: {weights_dir()}")
     targets = [(ModelName.TIGHT, args.weights)] if args.weights else [(m, None) for m in ModelName]
