@@ -141,6 +141,9 @@ class EvaluationResult:
     solvent_distance_A: float | None = dataclasses.field(default=None, metadata={"optional": True})
     #: Per band of the in-band check (with ``signal``): :func:`inband_summary` of honesty.InBandExcess.
     inband_excess: dict | None = dataclasses.field(default=None, metadata={"optional": True})
+    #: Further maps (``extra=``) scored like the variants: name -> {metric (:data:`MODEL_METRICS`): value}.
+    extra_variants: dict[str, dict[str, float]] | None = dataclasses.field(default=None,
+                                                                           metadata={"optional": True})
     curves: dict[str, M.FSCCurve] = dataclasses.field(default_factory=dict, metadata={"summary": False})
     #: The model map low-passed at the resolution (the map CC_mask/CC_box compare with); None without a model.
     model_map: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False,
@@ -277,6 +280,7 @@ def evaluate(
     label: str = "",
     plots: bool = True,
     signal: np.ndarray | None = None,
+    extra: dict[str, np.ndarray] | None = None,
 ) -> EvaluationResult:
     """Compute every metric of the module docstring and (with ``outdir``) write the files.
 
@@ -289,14 +293,13 @@ def evaluate(
             LocScale variant.
         resolution: A; overrides the half-map FSC-0.143 resolution (low-pass, sharpening, CC_mask, LocScale).
         signal: the noise-free map the halves share (simulated pairs): runs the in-band honesty check.
+        extra: further maps (name -> map) scored against the model like the variants (``result.extra_variants``,
+            metrics.tsv rows after the variants), e.g. a real map enhanced at its nominal resolution.
     """
     t_start = time.perf_counter()
     half1 = np.asarray(half1, dtype=np.float32)
     half2 = np.asarray(half2, dtype=np.float32)
-    if half1.shape != half2.shape:
-        raise InputError(f"half map 2 shape {half2.shape} differs from half map 1 shape {half1.shape}")
-    if signal is not None and np.shape(signal) != half1.shape:
-        raise InputError(f"signal shape {np.shape(signal)} differs from the half maps' shape {half1.shape}")
+    _check_shapes(half1, half2, signal, extra or {})
     vs = tuple(float(v) for v in grid.voxel_size)
     result = EvaluationResult(label=label, shape=tuple(half1.shape), voxel_size=vs,
                               halves_identical=half1 is half2 or bool(np.array_equal(half1, half2)),
@@ -304,7 +307,7 @@ def evaluate(
     raw = _half_map_fsc(half1, half2, vs, resolution, result)
     volumes = _variants(half1, half2, vs, enhanced, enhancer, resolution, result)
     if model is not None:
-        _with_model(volumes, model, grid, result)
+        _with_model(volumes, model, grid, result, extra or {})
     _honesty(half1, half2, volumes, vs, raw, enhancer, noise_test, seed, result, signal)
     if outdir is not None:
         write_outputs(result, Path(outdir), volumes, plots=plots)
@@ -312,8 +315,21 @@ def evaluate(
     return result
 
 
-def _with_model(volumes: dict, model, grid, result: EvaluationResult) -> None:
-    """The LocScale variant (added to ``volumes``) and the map-model metrics of every variant."""
+def _check_shapes(half1: np.ndarray, half2: np.ndarray, signal, extra: dict) -> None:
+    """InputError unless the half maps, ``signal`` and the ``extra`` maps share one shape (extra names must not
+    be variant names)."""
+    if half1.shape != half2.shape:
+        raise InputError(f"half map 2 shape {half2.shape} differs from half map 1 shape {half1.shape}")
+    if signal is not None and np.shape(signal) != half1.shape:
+        raise InputError(f"signal shape {np.shape(signal)} differs from the half maps' shape {half1.shape}")
+    for name, vol in extra.items():
+        if name in VARIANTS or np.shape(vol) != half1.shape:
+            raise InputError(f"extra map {name!r}: the name of a variant, or shape {np.shape(vol)} is not "
+                             f"{half1.shape}")
+
+
+def _with_model(volumes: dict, model, grid, result: EvaluationResult, extra: dict) -> None:
+    """The LocScale variant (added to ``volumes``) and the map-model metrics of every variant and ``extra`` map."""
     from .locscale import locscale
 
     t0 = time.perf_counter()
@@ -326,9 +342,11 @@ def _with_model(volumes: dict, model, grid, result: EvaluationResult) -> None:
     # profile; the atoms' own B), low-passed at the resolution used; no mask: the whole box, as the other variants.
     volumes["locscale"] = locscale(volumes["average"], maps.model_map, vs, resolution=res)
     result.timing_s["locscale"] = time.perf_counter() - t1
-    metrics, curves = _score(volumes, maps, vs, volumes["average"])
-    for name, values in metrics.items():
-        result.variants[name].update(values)
+    metrics, curves = _score({**volumes, **extra}, maps, vs, volumes["average"])
+    for name in volumes:
+        result.variants[name].update(metrics[name])
+    if extra:
+        result.extra_variants = {name: metrics[name] for name in extra}
     result.curves.update(curves)
     result.model_map = maps.model_map_lp
     result.timing_s["model_metrics"] = time.perf_counter() - t0 - result.timing_s["locscale"]
@@ -513,9 +531,10 @@ def noise_case(enhancer: Enhancer, case, edge: int = NOISE_MIN_EDGE) -> NoiseCas
 
 
 def tsv_rows(result: EvaluationResult) -> list[tuple[str, str, float]]:
-    """``(variant, metric, value)`` rows of metrics.tsv: half-map scalars, per-variant metrics, honesty."""
+    """``(variant, metric, value)`` rows of metrics.tsv: half-map scalars, per-variant (then per extra map)
+    metrics, honesty."""
     rows = [("half_maps", k, v) for k, v in result.half_map_values().items()]
-    for name, values in result.variants.items():
+    for name, values in {**result.variants, **(result.extra_variants or {})}.items():
         rows.extend((name, k, values[k]) for k in MODEL_METRICS)
     rows.extend(("honesty", k, result.honesty[k]) for k in HONESTY_KEYS)
     return rows

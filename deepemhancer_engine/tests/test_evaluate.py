@@ -198,7 +198,7 @@ def written(case, tmp_path_factory):
     out = tmp_path_factory.mktemp("written")
     h1, h2 = case["halves"]
     res = evaluate(h1, h2, case["grid"], enhancer=lambda v: 1.5 * v, model=case["pdb"], outdir=out,
-                   noise_test=True, plots=False)
+                   noise_test=True, plots=False, signal=case["clean"], extra={"half1": h1})
     return res, out
 
 
@@ -210,14 +210,14 @@ def test_tsv_columns_and_rows_come_from_the_one_list(written):
     assert tuple(rows[0]) == E.METRICS_COLUMNS
     body = [r for r in rows[1:] if r[0] != "note"]
     expected = ([("half_maps", k) for k in E.HALF_MAP_KEYS] + [(v, k) for v in E.VARIANTS for k in E.MODEL_METRICS]
-                + [("honesty", k) for k in E.HONESTY_KEYS])
+                + [("half1", k) for k in E.MODEL_METRICS] + [("honesty", k) for k in E.HONESTY_KEYS])
     assert [(r[0], r[1]) for r in body] == expected
     assert [r[2] for r in rows if r[0] == "note"] == res.notes
     header = (out / "fsc_curves.tsv").read_text().splitlines()[0].split("\t")
     assert tuple(header[:2]) == E.CURVE_AXIS_COLUMNS
     assert header[2:] == [E.curve_column(k) for k in res.curves]
-    assert list(res.curves) == [E.RAW_HALVES, *(E.model_curve(v, m) for v in E.VARIANTS for m in (True, False)),
-                                E.ENHANCED_HALVES, E.NOISE_OUTPUTS]
+    assert list(res.curves) == [E.RAW_HALVES, *(E.model_curve(v, m) for v in (*E.VARIANTS, "half1")
+                                                for m in (True, False)), E.ENHANCED_HALVES, E.NOISE_OUTPUTS]
     summary = E.format_summary(res).splitlines()
     assert summary[1].split()[1:] == ["FSC0.5", "masked", "unmasked", "CC_mask", "CC_box", "solvent/mol"]
     assert all(key in E.MODEL_METRICS for key, _, _ in E.SUMMARY_TABLE)
@@ -250,6 +250,7 @@ def test_result_round_trips_through_summary_json(written):
             assert _same(getattr(back, f.name), getattr(res, f.name)), f.name
     assert back.files == {k: res.files[k] for k in ("metrics", "curves")}
     assert "half_fsc0.143_A" in data and "curves" not in data and "model_map" not in data
+    assert len(data["inband_excess"]["excess"]) == 4 and set(data["extra_variants"]) == {"half1"}
     assert res.model_map is not None and res.model_map.shape == SHAPE and back.model_map is None
     assert not any(k.startswith("_") for k in data)
 
@@ -388,3 +389,15 @@ def test_network_enhancer_matched_to_the_halves(case, tiny_weights):
     assert norm.noise_std == pytest.approx(np.mean([estimate_noise(h)[1] for h in (h1, h2)]), rel=0.05)
     assert norm.noise_std > 3 * estimate_noise(case["clean"])[1]  # the signal's own estimate would be far off
     assert matched(case["clean"]).shape == case["clean"].shape
+
+
+def test_extra_maps_are_scored_like_the_variants(case, tmp_path):
+    from deepemhancer_engine.errors import InputError
+
+    h1, h2 = case["halves"]
+    res = evaluate(h1, h2, case["grid"], enhanced=h1.copy(), model=case["pdb"], outdir=tmp_path, plots=False,
+                   extra={"half1 again": h1})
+    assert res.extra_variants["half1 again"] == pytest.approx(res.variants["enhanced"], nan_ok=True)
+    assert "half1 again\tcc_mask\t" in (tmp_path / "metrics.tsv").read_text()
+    with pytest.raises(InputError, match="extra map"):
+        evaluate(h1, h2, case["grid"], enhanced=h1, extra={"average": h1})
