@@ -230,8 +230,8 @@ def inband_lines(cases, results) -> list[str]:
     sel = [(c, r) for c, r in zip(cases, results) if c.kind == "simulated" and r.result.inband_excess]
     if not sel:
         return ["(not run: no simulated case with its noise-free signal)"]
-    lines = ["| case | d_half (Å) | band edges (Å) | excess per band (coarse → fine) | 3/√n per band | FSC(e1, e2) per band "
-             "| max | mean |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| case | d_half (Å) | band edges (Å) | excess per band (coarse → fine) | 3/√n per band "
+             "| FSC(e1, e2) per band | max | mean |", "|---|---|---|---|---|---|---|---|"]
     for c, r in sel:
         b = r.result.inband_excess
         lines.append(f"| {c.name} | {_f(r.result.resolution_used_A)} | {' / '.join(f'{e:.2f}' for e in b['edges_A'])} "
