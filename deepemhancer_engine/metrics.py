@@ -184,6 +184,61 @@ def atom_mask_radius(d_min: float, b_iso: float = 0.0) -> float:
     return float(2.0 * (r[up[0]] + r[up[0] + 1]) / 2.0)
 
 
+#: Solvent of the solvent / molecule ratio: voxels farther than this from every atom (A) at least; the first
+#: hydration shell and riding hydrogens lie within ~4-5 A of modelled atoms, so nearer voxels are not solvent.
+SOLVENT_MIN_DISTANCE = 6.0
+#: Fewer voxels than this in the solvent or in the molecule: no estimate (NaN).
+MIN_REGION_VOXELS = 100
+
+
+def solvent_distance(resolution: float, mask_radius: float) -> float:
+    """Distance (A) from the nearest atom beyond which a voxel is solvent: the CC_mask radius plus one
+    resolution length (past the main lobe and first ripple of an atom's image at that resolution), at least
+    :data:`SOLVENT_MIN_DISTANCE`."""
+    return max(SOLVENT_MIN_DISTANCE, float(mask_radius) + float(resolution))
+
+
+def _above_solvent(volume: np.ndarray, molecule: np.ndarray, solvent: np.ndarray):
+    """Molecule and solvent voxel values minus the solvent mean (float64), or None when a region is too small."""
+    v = np.asarray(volume, dtype=np.float64)
+    mol, sol = np.asarray(molecule) > 0.5, np.asarray(solvent) > 0.5
+    if v.shape != mol.shape or v.shape != sol.shape:
+        raise InputError(f"map {v.shape}, molecule {mol.shape} and solvent {sol.shape} masks differ in shape")
+    if mol.sum() < MIN_REGION_VOXELS or sol.sum() < MIN_REGION_VOXELS:
+        return None
+    base = float(v[sol].mean())
+    return v[mol] - base, v[sol] - base
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(x * x)))
+
+
+def solvent_ratio(volume: np.ndarray, molecule: np.ndarray, solvent: np.ndarray) -> float:
+    """How clean the solvent is: rms over ``solvent`` over rms over ``molecule``, both about the solvent mean.
+
+    The solvent mean is the map's zero (a map's offset is arbitrary): the numerator is the solvent's own
+    fluctuation (noise, ripples, invented blobs), the denominator the density standing above it in the
+    molecule. Scale- and offset-free, so variants of one map compare; NaN when either region has fewer than
+    :data:`MIN_REGION_VOXELS` voxels or the molecule is flat.
+    """
+    found = _above_solvent(volume, molecule, solvent)
+    if found is None:
+        return float("nan")
+    mol = _rms(found[0])
+    return _rms(found[1]) / mol if mol > 0 else float("nan")
+
+
+def intensity_ratio(output: np.ndarray, input_map: np.ndarray, molecule: np.ndarray, solvent: np.ndarray) -> float:
+    """Output/input intensity inside the molecule: rms over ``molecule`` of each map about its own solvent
+    mean, output over input (1 keeps the input's scale; NaN as in :func:`solvent_ratio`)."""
+    out, inp = _above_solvent(output, molecule, solvent), _above_solvent(input_map, molecule, solvent)
+    if out is None or inp is None:
+        return float("nan")
+    den = _rms(inp[0])
+    return _rms(out[0]) / den if den > 0 else float("nan")
+
+
 def radial_amplitude(volume: np.ndarray, voxel_size: float | Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """Shell centres (1/A) and mean Fourier amplitude per shell (the Guinier plot is its log vs s^2)."""
     index, weight, _, freq = _shells(np.shape(volume), as_xyz(voxel_size))

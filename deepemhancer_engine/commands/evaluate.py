@@ -21,7 +21,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     inp.add_argument("--map", metavar="MAP", help="a single map instead of half maps (used as both halves)")
     inp.add_argument("--enhanced", metavar="MAP", help="enhanced map; without it the network is run here")
     inp.add_argument("--model", dest="atomic_model", metavar="PDB/CIF",
-                     help="atomic model in the map's frame (map-model metrics)")
+                     help="atomic model in the map's frame (map-model metrics and the LocScale variant)")
     inp.add_argument("--resolution", type=float, metavar="A",
                      help="resolution to use instead of the half-map FSC-0.143 (needed with --map)")
     out = parser.add_argument_group("Output")

@@ -183,8 +183,9 @@ def test_model_metrics_scores_any_map_like_evaluate(case):
     res = evaluate(h1, h2, case["grid"], enhanced=h1.copy(), model=case["pdb"], resolution=6.0)
     geo = case["grid"]
     perfect = M.lowpass(model_map(case["pdb"], geo), geo.voxel_size, 6.0)
-    got = model_metrics({"half1": h1, "perfect": perfect}, case["pdb"], case["grid"], 6.0)
+    got = model_metrics({"half1": h1, "perfect": perfect}, case["pdb"], case["grid"], 6.0, input_map=0.5 * (h1 + h2))
     assert got["half1"] == pytest.approx(res.variants["enhanced"], nan_ok=True)
+    assert math.isnan(model_metrics({"half1": h1}, case["pdb"], case["grid"], 6.0)["half1"]["intensity_ratio"])
     assert got["perfect"]["cc_mask"] == pytest.approx(1.0, abs=1e-6)
     assert got["perfect"]["cc_mask"] > got["half1"]["cc_mask"] + 0.1
 
@@ -197,7 +198,7 @@ def written(case, tmp_path_factory):
     out = tmp_path_factory.mktemp("written")
     h1, h2 = case["halves"]
     res = evaluate(h1, h2, case["grid"], enhancer=lambda v: 1.5 * v, model=case["pdb"], outdir=out,
-                   noise_test=True, plots=False)
+                   noise_test=True, plots=False, signal=case["clean"], extra={"half1": h1})
     return res, out
 
 
@@ -209,18 +210,20 @@ def test_tsv_columns_and_rows_come_from_the_one_list(written):
     assert tuple(rows[0]) == E.METRICS_COLUMNS
     body = [r for r in rows[1:] if r[0] != "note"]
     expected = ([("half_maps", k) for k in E.HALF_MAP_KEYS] + [(v, k) for v in E.VARIANTS for k in E.MODEL_METRICS]
-                + [("honesty", k) for k in E.HONESTY_KEYS])
+                + [("half1", k) for k in E.MODEL_METRICS] + [("honesty", k) for k in E.HONESTY_KEYS])
     assert [(r[0], r[1]) for r in body] == expected
     assert [r[2] for r in rows if r[0] == "note"] == res.notes
     header = (out / "fsc_curves.tsv").read_text().splitlines()[0].split("\t")
     assert tuple(header[:2]) == E.CURVE_AXIS_COLUMNS
     assert header[2:] == [E.curve_column(k) for k in res.curves]
-    assert list(res.curves) == [E.RAW_HALVES, *(E.model_curve(v, m) for v in E.VARIANTS for m in (True, False)),
-                                E.ENHANCED_HALVES, E.NOISE_OUTPUTS]
+    assert list(res.curves) == [E.RAW_HALVES, *(E.model_curve(v, m) for v in (*E.VARIANTS, "half1")
+                                                for m in (True, False)), E.ENHANCED_HALVES, E.NOISE_OUTPUTS]
     summary = E.format_summary(res).splitlines()
-    assert summary[1].split()[1:] == ["FSC0.5", "masked", "unmasked", "CC_mask", "CC_box"]
+    assert summary[1].split()[1:] == ["FSC0.5", "masked", "unmasked", "CC_mask", "CC_box", "solvent/mol"]
     assert all(key in E.MODEL_METRICS for key, _, _ in E.SUMMARY_TABLE)
-    assert [ln.split(":")[0] for ln in summary[5:5 + len(E.HONESTY_KEYS)]] == list(E.HONESTY_KEYS)
+    first = 2 + len(E.VARIANTS)
+    assert [ln.split()[0] for ln in summary[2:first]] == list(E.VARIANTS)
+    assert [ln.split(":")[0] for ln in summary[first:first + len(E.HONESTY_KEYS)]] == list(E.HONESTY_KEYS)
 
 
 def _same(a, b) -> bool:
@@ -247,6 +250,7 @@ def test_result_round_trips_through_summary_json(written):
             assert _same(getattr(back, f.name), getattr(res, f.name)), f.name
     assert back.files == {k: res.files[k] for k in ("metrics", "curves")}
     assert "half_fsc0.143_A" in data and "curves" not in data and "model_map" not in data
+    assert len(data["inband_excess"]["excess"]) == 4 and set(data["extra_variants"]) == {"half1"}
     assert res.model_map is not None and res.model_map.shape == SHAPE and back.model_map is None
     assert not any(k.startswith("_") for k in data)
 
@@ -277,3 +281,123 @@ def test_plugin_fsc_viewer_reads_the_columns_evaluate_writes():
     globs = consts["EVALUATE_GLOBS"]
     assert any(fnmatch.fnmatch("evaluate/fsc_curves.tsv", g) for g in globs)
     assert not any(fnmatch.fnmatch("evaluate/metrics.tsv", g) for g in globs)
+
+
+# --- issue 20: LocScale variant, solvent and intensity ratios, in-band check, noise grid, best classical -------
+
+
+def test_locscale_is_a_variant_with_a_model_and_nan_without(case, tmp_path):
+    h1, h2 = case["halves"]
+    res = evaluate(h1, h2, case["grid"], enhanced=h1.copy(), model=case["pdb"], outdir=tmp_path, plots=False)
+    loc, avg = res.variants["locscale"], res.variants["average"]
+    assert all(np.isfinite(list(loc.values())))
+    # model-based amplitudes: closer to the model than the plain average, and a flatter solvent
+    assert loc["cc_mask"] > avg["cc_mask"] and loc["cc_box"] > avg["cc_box"] + 0.1
+    assert loc["solvent_rms_ratio"] < 0.5 * avg["solvent_rms_ratio"]
+    assert "locscale vs model (masked)" in res.curves and res.timing_s["locscale"] > 0
+    assert "locscale\tcc_mask\t" in (tmp_path / "metrics.tsv").read_text()
+    bare = evaluate(h1, h2, case["grid"], enhanced=h1.copy())
+    assert all(math.isnan(v) for v in bare.variants["locscale"].values())
+    assert not any("locscale" in k for k in bare.curves)
+
+
+def test_solvent_and_intensity_ratios_per_variant(written):
+    """The written case's enhancer is 1.5 x the map: intensity ratio 1.5, the same solvent ratio (scale-free)."""
+    res, _ = written
+    avg, enh = res.variants["average"], res.variants["enhanced"]
+    assert avg["intensity_ratio"] == pytest.approx(1.0)
+    assert enh["intensity_ratio"] == pytest.approx(1.5, rel=1e-5)
+    assert enh["solvent_rms_ratio"] == pytest.approx(avg["solvent_rms_ratio"], rel=1e-5)
+    assert 0 < avg["solvent_rms_ratio"] < 1 and res.solvent_distance_A >= 6.0
+
+
+def _pattern(shape, sd):
+    """A fixed band-limited random map (3 A), standard deviation ``sd``."""
+    from deepemhancer_engine import metrics as M
+
+    pat = M.lowpass(np.random.default_rng(3).normal(size=shape).astype(np.float32), 1.0, 3.0)
+    return (pat * (sd / pat.std())).astype(np.float32)
+
+
+def test_in_band_excess_through_evaluate(case):
+    """A fixed linear filter (B -40 sharpening): excess within chance in every band; an enhancer that adds a
+    fixed pattern only to noisy inputs (not to the noise-free signal): positive excess, far beyond chance."""
+    from deepemhancer_engine import metrics as M
+
+    h1, h2 = case["halves"]
+    clean = case["clean"]
+    honest = evaluate(h1, h2, case["grid"], enhancer=lambda v: M.apply_bfactor(v, 1.0, -40.0), signal=clean)
+    band = honest.inband_excess
+    assert len(band["excess"]) == 4 and band["edges_A"][0] == pytest.approx(10.0)
+    assert band["edges_A"][-1] == pytest.approx(honest.resolution_used_A)
+    assert all(abs(e) < c for e, c in zip(band["excess"], band["chance_3sigma"]))
+    assert honest.honesty["inband_excess_max"] == pytest.approx(max(band["excess"]))
+    pat = _pattern(clean.shape, 0.5 * float(clean.std()))
+
+    def cheat(v):
+        return v + pat if v.std() > 1.2 * clean.std() else v
+
+    caught = evaluate(h1, h2, case["grid"], enhancer=cheat, signal=clean)
+    assert caught.honesty["inband_excess_max"] > 0.3 and caught.honesty["inband_excess_mean"] > 0.15
+    assert caught.inband_excess["excess"][-1] > 3 * caught.inband_excess["chance_3sigma"][-1]
+    without = evaluate(h1, h2, case["grid"], enhancer=cheat)
+    assert math.isnan(without.honesty["inband_excess_max"]) and without.inband_excess is None
+
+
+def test_noise_grid_case(case):
+    """An identity enhancer passes a grid case (independent noise stays independent); one that adds a fixed
+    pattern fails it; the two volumes have distinct seeds and at least 96 voxels per edge."""
+    from deepemhancer_engine.evaluate import NOISE_MIN_EDGE, noise_case
+    from deepemhancer_engine.noisegen import noise_test_grid
+
+    grid_case = noise_test_grid()[0]
+    ok = noise_case(lambda v: v.copy(), grid_case, edge=32)
+    assert ok.edge == NOISE_MIN_EDGE and ok.seeds[0] != ok.seeds[1]
+    assert ok.passed and ok.within_chance and ok.under_0143
+    assert ok.output_rms_rel == pytest.approx(1.0, rel=1e-5) and ok.chance_3sigma < 0.143
+    pat = _pattern((NOISE_MIN_EDGE,) * 3, 1.0)
+    bad = noise_case(lambda v: v + pat, grid_case)
+    assert not bad.passed and bad.max_fsc_beyond_10A > 0.3
+
+
+def test_best_classical_and_gain():
+    from deepemhancer_engine.evaluate import best_classical, gain_over
+
+    medians = {"average": 4.04, "sharpened": 4.67, "enhanced": 4.17, "locscale": 3.0}
+    assert best_classical(medians, "fsc0.5_masked_A") == "average"  # LocScale is never the classical yardstick
+    assert gain_over(4.17, 4.04, "fsc0.5_masked_A") == pytest.approx(-0.13)
+    cc = {"average": 0.875, "sharpened": 0.946}
+    assert best_classical(cc, "cc_mask") == "sharpened"
+    assert gain_over(0.953, 0.946, "cc_mask") == pytest.approx(0.007)
+    assert best_classical({"average": float("nan"), "sharpened": 0.5}, "cc_box") == "sharpened"
+    with pytest.raises(ValueError):
+        best_classical(cc, "intensity_ratio")
+
+
+def test_network_enhancer_matched_to_the_halves(case, tiny_weights):
+    """The truth of the in-band check goes into the network with the halves' noise statistics."""
+    from deepemhancer_engine.config import EnhanceConfig, InferenceConfig, NormMode
+    from deepemhancer_engine.evaluate import make_enhancer
+    from deepemhancer_engine.normalize import estimate_noise
+
+    h1, h2 = case["halves"]
+    config = EnhanceConfig(weights=tiny_weights, inference=InferenceConfig(device="cpu"))
+    enhancer = make_enhancer(config, case["grid"].voxel_size)
+    matched = enhancer.matched_to(h1, h2)
+    norm = matched.config.normalization
+    assert norm.mode is NormMode.STATS and matched.loaded is enhancer.loaded
+    assert norm.noise_std == pytest.approx(np.mean([estimate_noise(h)[1] for h in (h1, h2)]), rel=0.05)
+    assert norm.noise_std > 3 * estimate_noise(case["clean"])[1]  # the signal's own estimate would be far off
+    assert matched(case["clean"]).shape == case["clean"].shape
+
+
+def test_extra_maps_are_scored_like_the_variants(case, tmp_path):
+    from deepemhancer_engine.errors import InputError
+
+    h1, h2 = case["halves"]
+    res = evaluate(h1, h2, case["grid"], enhanced=h1.copy(), model=case["pdb"], outdir=tmp_path, plots=False,
+                   extra={"half1 again": h1})
+    assert res.extra_variants["half1 again"] == pytest.approx(res.variants["enhanced"], nan_ok=True)
+    assert "half1 again\tcc_mask\t" in (tmp_path / "metrics.tsv").read_text()
+    with pytest.raises(InputError, match="extra map"):
+        evaluate(h1, h2, case["grid"], enhanced=h1, extra={"average": h1})

@@ -197,3 +197,39 @@ def test_sharpen_lowpass_is_one_transform_and_survives_strong_sharpening(noise):
     res = M.auto_sharpen(blurred, blurred, 1.26, resolution=6.3)
     assert res.bfactor == pytest.approx(400.0, rel=0.1)
     assert M.cc(res.volume, M.lowpass(white, 1.26, 6.3)) > 0.98
+
+
+def _regions(shape=(20, 20, 20)):
+    molecule = np.zeros(shape, bool)
+    molecule[5:10, 5:10, 5:10] = True
+    solvent = np.zeros(shape, bool)
+    solvent[14:, :, :] = True
+    return molecule, solvent
+
+
+def test_solvent_ratio_known_case():
+    """Solvent at c +- s (alternating), molecule at c + a: the ratio is s / a whatever the offset c and scale."""
+    molecule, solvent = _regions()
+    vol = np.full(molecule.shape, 7.0)
+    signs = np.where(np.indices(molecule.shape).sum(axis=0) % 2 == 0, 1.0, -1.0)
+    vol[solvent] += 0.5 * signs[solvent]
+    vol[molecule] += 4.0
+    assert M.solvent_ratio(vol, molecule, solvent) == pytest.approx(0.5 / 4.0, rel=1e-3)
+    assert M.solvent_ratio(3.0 * vol - 2.0, molecule, solvent) == pytest.approx(0.5 / 4.0, rel=1e-3)
+    clean = np.where(solvent, 7.0, vol)
+    assert M.solvent_ratio(clean, molecule, solvent) == 0.0
+    assert math.isnan(M.solvent_ratio(vol, molecule, np.zeros_like(solvent)))
+
+
+def test_intensity_ratio_known_case():
+    molecule, solvent = _regions()
+    vol = np.random.default_rng(0).normal(size=molecule.shape) + 5.0 * molecule
+    assert M.intensity_ratio(2.5 * vol + 9.0, vol, molecule, solvent) == pytest.approx(2.5)
+    assert M.intensity_ratio(vol, vol, molecule, solvent) == pytest.approx(1.0)
+    with pytest.raises(InputError):
+        M.intensity_ratio(vol, vol[:-1], molecule, solvent)
+
+
+def test_solvent_distance():
+    assert M.solvent_distance(8.0, 4.5) == pytest.approx(12.5)
+    assert M.solvent_distance(2.0, 1.7) == M.SOLVENT_MIN_DISTANCE

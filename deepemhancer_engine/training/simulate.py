@@ -11,7 +11,8 @@ and the maps the networks are trained to produce, all on the same grid:
   periphery, smooth random bumps), plus a faint low-frequency solvent background and, sometimes, a
   detergent-micelle-like belt;
 * halves: signal + independent coloured Gaussian noise, scaled so that the half-map FSC crosses
-  0.143 near the requested resolution (the *measured* crossing is reported);
+  0.143 near the requested resolution (the *measured* crossing is reported); the noise-free signal
+  itself is returned too (``SimulatedPair.signal``, the truth of the evaluation's in-band check);
 * targets (LocScale-like): the atoms with the model's own local B (core sharp, periphery partly
   blurred, smeared / low-occupancy patches kept as the data show them) low-passed with a soft edge
   centred on the measured FSC-0.143 resolution, times a tight (``tightTarget``) or wide
@@ -65,6 +66,9 @@ class SimulatedPair:
     wide_mask: np.ndarray
     fsc0143_resolution: float
     info: dict[str, Any] = field(default_factory=dict)
+    #: The noise-free map both halves share (half_i = signal + noise_i): the truth of the evaluation's
+    #: in-band honesty check (``evaluate(..., signal=)``); training does not use it.
+    signal: np.ndarray | None = None
 
 
 @functools.lru_cache(maxsize=8)
@@ -407,5 +411,5 @@ def simulate_pair(
         half1=half1.astype(np.float32), half2=half2.astype(np.float32), voxel_size=(voxel,) * 3,
         origin=tuple(float(c) for c in box.corner), model_map=model_map,
         targets={k_: v.astype(np.float32) for k_, v in targets.items()}, tight_mask=tight, wide_mask=wide,
-        fsc0143_resolution=res, info=info,
+        fsc0143_resolution=res, info=info, signal=signal.astype(np.float32),
     )
