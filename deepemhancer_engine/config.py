@@ -15,11 +15,10 @@ from .errors import InputError
 
 #: Edge of the cubes the network sees (voxels at 1 A/voxel), as in the paper.
 TILE_SIZE = 64
-#: Default distance between cube starts. The original uses 16 on a cubic grid (64 cubes per voxel).
-#: The default keeps half the cubes of a stride-32 grid, in a face-centred cubic (checkerboard) lattice
-#: (:class:`Lattice`): 256^3 needs 172 cubes instead of the original's 2,197, and the output is closer
-#: to the original's than the former stride-40 cubic grid with 216 cubes (docs/design.md, "Cube lattice";
-#: benchmarks/results/speed.md).
+#: Default distance between cube starts. The original uses 16 on a cubic grid (64 cubes per voxel); the
+#: default runs half the cubes of a stride-32 grid in a face-centred cubic lattice (:class:`Lattice`),
+#: because evenly spread cubes stay close to the original's average with a tenth of its cubes
+#: (docs/design.md, "Cube lattice").
 DEFAULT_STRIDE = 32
 #: Voxel size the networks were trained at (A/voxel).
 WORKING_VOXEL_SIZE = 1.0

@@ -46,12 +46,10 @@ Start3 = Tuple[int, int, int]
 
 #: Smallest Gaussian weight, so that every voxel of a cube contributes (MONAI uses the same floor).
 WEIGHT_FLOOR = 1e-3
-#: Gaussian sigma as a fraction of the cube edge. nnU-Net and MONAI use 1/8. With the default fcc lattice a
-#: broader window keeps the output closer to the original's uniform stride-16 average (CC inside the
-#: molecule on a 256^3 test map: 1/4 0.9946, 0.3 0.9959, 1/3 0.9963, 2/5 0.9965) but lets more of the
-#: network's fixed cube-position pattern through to pure-noise inputs (noise test on a 1.52 A/voxel map,
-#: 3 seeds, max FSC beyond 10 A: 1/4 0.092-0.099, 0.3 0.097-0.115, 3/8 0.104-0.134); 0.3 keeps both
-#: within their limits (docs/design.md, "Cube lattice").
+#: Gaussian sigma as a fraction of the cube edge (nnU-Net and MONAI use 1/8). A broader window keeps the
+#: fcc lattice's output closer to the original's uniform average but passes more of the network's fixed
+#: cube-position pattern to pure-noise inputs; 0.3 keeps both within their limits (docs/design.md, "Cube
+#: lattice", with the figures).
 SIGMA_FRACTION = 0.3
 #: Mask values at or below this count as solvent when deciding which cubes can be skipped.
 MASK_THRESHOLD = 1e-3
