@@ -366,7 +366,7 @@ def _intro(meta: dict) -> list[str]:
         "**intensity ratio**: rms inside the CC_mask atom mask of the enhanced map over that of the input, each about "
         "its own solvent mean (1: the input's scale kept). Code: `metrics.solvent_ratio`, "
         "`metrics.intensity_ratio`.", "",
-        "Map-model numbers reward maps that look like the model beyond what the data support (docs/peers.md, "
+        "Map-model numbers reward maps that look like the model beyond what the data support (the "
         "'metric trap'); the model-free checks must stay near 0: **enh. halves: max FSC gain** = max over "
         "frequencies beyond the raw half-map FSC-0.143 of (FSC of independently enhanced halves − FSC of raw "
         "halves); **in-band excess** (below); **noise: max FSC** = max FSC beyond 10 Å between the outputs for two "
