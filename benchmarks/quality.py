@@ -146,6 +146,9 @@ def real_cases(real_dir: Path, match: str | None = None):
             if match and match not in name:
                 continue
             res = NOMINAL.get(name, NOMINAL.get(d.name))
+            if res is None:  # without a nominal resolution the "nominal" run would repeat the default one
+                log.warning("skip %s: no nominal resolution in NOMINAL (add it from SOURCES.md)", name)
+                continue
             vol, grid = read_map(mp, what="map")
             note = (f"{mp.name} + {models[0].name}, {'x'.join(map(str, vol.shape[::-1]))} x "
                     f"{grid.voxel_size[0]:.3g} A")

@@ -62,7 +62,7 @@ FSC_MASK_EDGE = 4.0
 NOISE_TEST_BEYOND = 10.0
 #: Smallest edge (voxels) of the noise-test volumes: a tiny box has so few Fourier coefficients per shell
 #: beyond 10 A that two independent noise maps reach FSC ~0.15 by chance (3 / sqrt(n) for n ~ 400);
-#: at 96 voxels the chance level is ~0.07. Larger maps are tested at their own size.
+#: at 96 voxels of 1 A the chance level is about 0.085. Larger maps are tested at their own size.
 NOISE_MIN_EDGE = 96
 #: Default seed of the noise test (evaluation seeds are >= 10,000,000; training uses smaller ones).
 NOISE_SEED = 10_000_000

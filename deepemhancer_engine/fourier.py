@@ -96,3 +96,20 @@ def lowpass_response(s: np.ndarray, resolution: float, width: float) -> np.ndarr
     if not resolution > 0:
         raise InputError(f"low-pass resolution must be positive, got {resolution!r}")
     return raised_cosine(s, 1.0 / resolution, width)
+
+
+def hermitian_weights(shape: Sequence[int], dtype=np.float64) -> np.ndarray:
+    """Weights of the ``rfftn`` coefficients of a ``[z, y, x]`` map, broadcastable to its half grid, so
+    that weighted sums over the half transform equal sums over the full one: 2, except 1 on the x = 0
+    plane and (even x edge) the Nyquist plane, which have no mirrored twin.
+
+    Example:
+        >>> hermitian_weights((4, 4, 4)).ravel().tolist(), hermitian_weights((4, 4, 5)).ravel().tolist()
+        ([1.0, 2.0, 1.0], [1.0, 2.0, 2.0])
+    """
+    nx = int(shape[-1])
+    weight = np.full((1, 1, nx // 2 + 1), 2.0, dtype=dtype)
+    weight[..., 0] = 1.0
+    if nx % 2 == 0:
+        weight[..., -1] = 1.0
+    return weight

@@ -23,7 +23,7 @@ import numpy as np
 import scipy.fft
 
 from .errors import InputError
-from .fourier import as_xyz, frequency_grid
+from .fourier import as_xyz, frequency_grid, hermitian_weights
 
 #: Default number of bands between ``low`` and ``high``, equally wide in 1/A.
 DEFAULT_BANDS = 4
@@ -95,12 +95,7 @@ def _band_index(shape: tuple[int, int, int], voxel_size, edges: np.ndarray) -> t
     index = np.searchsorted(edges, s, side="right") - 1
     index[s == edges[-1]] = len(edges) - 2  # the top edge belongs to the last band
     index[(index >= len(edges) - 1) | (s > 0.5 / max(voxel_size) + 1e-12)] = -1
-    nx = shape[2]
-    weight = np.full(nx // 2 + 1, 2.0)
-    weight[0] = 1.0
-    if nx % 2 == 0:
-        weight[-1] = 1.0
-    return index, np.broadcast_to(weight, s.shape)
+    return index, np.broadcast_to(hermitian_weights(shape), s.shape)
 
 
 def _pooled(fa: np.ndarray, fb: np.ndarray, index: np.ndarray, weight: np.ndarray, nb: int) -> np.ndarray:

@@ -25,7 +25,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
 
 from .errors import InputError
-from .fourier import as_xyz, frequency_grid, lowpass_response, raised_cosine
+from .fourier import as_xyz, frequency_grid, hermitian_weights, lowpass_response, raised_cosine
 
 #: Window edge (A) when neither ``window`` nor ``resolution`` is given.
 DEFAULT_WINDOW_A = 25.0
@@ -97,11 +97,7 @@ class _WindowShells:
         s = frequency_grid(shape, voxel_size)
         width = 1.0 / max(n * v for n, v in zip(shape, reversed(voxel_size)))
         index = np.rint(s / width).astype(np.int64)
-        weight = np.full(shape[2] // 2 + 1, 2.0, dtype=np.float32)
-        weight[0] = 1.0
-        if shape[2] % 2 == 0:
-            weight[-1] = 1.0
-        weight = np.ascontiguousarray(np.broadcast_to(weight, s.shape))
+        weight = np.ascontiguousarray(np.broadcast_to(hermitian_weights(shape, np.float32), s.shape))
         return cls(shape, index, weight, s, width, int(index.max()) + 1)
 
 

@@ -26,7 +26,7 @@ import scipy.fft
 from scipy import ndimage
 
 from .errors import InputError
-from .fourier import as_xyz, cosine_edge, frequency_grid, lowpass_response
+from .fourier import as_xyz, cosine_edge, frequency_grid, hermitian_weights, lowpass_response
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +59,7 @@ def _shells(shape: tuple[int, int, int], voxel_size: tuple[float, float, float])
     n_shells = int(math.floor(0.5 / max(voxel_size) / width + 1e-6)) + 1
     index = np.rint(s / width).astype(np.int64)
     index[index >= n_shells] = -1
-    weight = np.full((1, 1, nx // 2 + 1), 2.0)  # the rfft x axis, broadcast below
-    weight[..., 0] = 1.0
-    if nx % 2 == 0:
-        weight[..., -1] = 1.0
-    weight = np.broadcast_to(weight, s.shape)
+    weight = np.broadcast_to(hermitian_weights(shape), s.shape)
     return index, weight, s, np.arange(n_shells) * width
 
 

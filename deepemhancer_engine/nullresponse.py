@@ -253,6 +253,8 @@ class NullCorrection:
         """
         import torch
 
+        if int(cubes) < 1:
+            raise InputError(f"the null response needs at least 1 noise cube, got {cubes}")
         rng = np.random.default_rng(NULL_SEED)
         step = max(1, min(self.runner.resolve_batch_size(tile), MEASURE_BATCH))
         total = np.zeros((tile, tile, tile), np.float64)
@@ -311,3 +313,11 @@ def measure(pt_path: str | os.PathLike[str], *, cubes: int = SHIPPED_CUBES, null
     assert card is not None
     return save_null_responses(pt_path, card.sha256, responses, null_std=null_std, seed=NULL_SEED, cubes=cubes)
 
+
+
+if __name__ == "__main__":  # the former module entry point: say where it went
+    import sys
+
+    print("error: use 'deepemhancer null-response NAME.pt' (python -m deepemhancer_engine null-response NAME.pt)",
+          file=sys.stderr)
+    raise SystemExit(2)

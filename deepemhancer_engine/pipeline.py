@@ -21,6 +21,7 @@ import numpy as np
 
 from .config import EnhanceConfig, ModelName, NormMode, TilingConfig
 from .errors import DeviceError, InputError
+from .fourier import as_xyz
 from .io import GridInfo, check_same_grid, memory_limit, read_map, write_map
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ def enhance(
     volume = np.asarray(volume, dtype=np.float32)
     if volume.ndim != 3:
         raise InputError(f"a 3D map is needed, got an array of shape {volume.shape}")
-    vs = _as_xyz(voxel_size)
+    vs = as_xyz(voxel_size)
     target_vs = float(getattr(model.card, "voxel_size", None) or config.working_voxel_size)
     check_working_grid(volume.shape, vs, target_vs)
     clock = _StageClock(timings)
@@ -356,16 +357,6 @@ class _StageClock:
             self.last = time.perf_counter() - t0
             if self.sink is not None:
                 self.sink[stage] = self.sink.get(stage, 0.0) + self.last
-
-
-def _as_xyz(voxel_size: float | Sequence[float]) -> tuple[float, float, float]:
-    if np.ndim(voxel_size) == 0:
-        v = float(voxel_size)
-        return (v, v, v)
-    vs = tuple(float(v) for v in voxel_size)
-    if len(vs) != 3:
-        raise InputError(f"voxel size must be one number or three (x, y, z), got {voxel_size!r}")
-    return vs  # type: ignore[return-value]
 
 
 def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:

@@ -295,10 +295,15 @@ def save_weights(model: nn.Module, card_fields: Mapping[str, Any], path: str | o
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
-    fields["sha256"] = sha256_file(path)
     fields["parameters"] = count_parameters(model)
-    card = ModelCard.from_dict(fields, source=f"card for {path}")
+    cards: list[ModelCard] = []
+
+    def write_pt(tmp: str) -> None:  # the card is checked before the weights replace an older file
+        torch.save(state, tmp)
+        cards.append(ModelCard.from_dict({**fields, "sha256": sha256_file(tmp)}, source=f"card for {path}"))
+
+    atomic_write(path, write_pt)
+    card = cards[0]
     text = json.dumps(card.to_dict(), indent=2, sort_keys=False) + "\n"
     atomic_write(card_path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     log.info("Saved weights %s (%d parameters, sha256 %s)", path, card.parameters, card.sha256[:12])

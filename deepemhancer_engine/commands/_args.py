@@ -32,13 +32,18 @@ def add_device_args(group) -> None:
                             "lower it on GPU out-of-memory")
     group.add_argument("-g", "--gpuIds", dest="gpu", default=None, metavar="IDS",
                        help="GPU ids, e.g. 0 or 0,1 (first is used); -1 = CPU")
-    group.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                       help="where the network runs (default auto: GPU when there is one)")
+    add_device_choice(group)
     group.add_argument("--amp", choices=AMP_CHOICES, default="auto",
                        help="precision of the network: auto (default: fp16 on a GPU, bf16 on CPUs with native "
                             "bf16, else float32), off (float32), fp16, bf16")
     group.add_argument("--channels-last", dest="channels_last", choices=CHANNELS_LAST_CHOICES, default="auto",
                        help="channels-last memory layout of the cubes (default auto: on for bf16 on a CPU)")
+
+
+def add_device_choice(group) -> None:
+    """``--device {auto,cpu,cuda}``: the same option for running (enhance, evaluate) and training."""
+    group.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                       help="where the network runs (default auto: GPU when there is one)")
 
 
 def gpu_ids(text: str | None) -> tuple[str, tuple[int, ...]]:
@@ -91,8 +96,13 @@ def deadline(text: str | None) -> float | None:
         return None
     import datetime as dt
 
-    if len(text) <= 5 and ":" in text:
-        now = dt.datetime.now(dt.timezone.utc)
-        h, m = (int(v) for v in text.split(":"))
-        return now.replace(hour=h, minute=m, second=0, microsecond=0).timestamp()
-    return dt.datetime.fromisoformat(text).timestamp()
+    from ..errors import InputError
+
+    try:
+        if len(text) <= 5 and ":" in text:
+            now = dt.datetime.now(dt.timezone.utc)
+            h, m = (int(v) for v in text.split(":"))
+            return now.replace(hour=h, minute=m, second=0, microsecond=0).timestamp()
+        return dt.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise InputError(f"invalid time {text!r} for --until: expected HH:MM (UTC) or an ISO date and time") from None

@@ -19,8 +19,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..errors import InputError
     from ..nullresponse import measure
 
+    if args.cubes < 1:
+        raise InputError(f"--cubes must be at least 1, got {args.cubes}")
     for pt in args.weights:
         print(measure(pt, cubes=args.cubes))
     return 0

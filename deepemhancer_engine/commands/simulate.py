@@ -31,20 +31,20 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..errors import InputError
     from ..training.dataset import generate, plan_jobs, structure_list
 
     if "split_eval" in str(args.structures):
-        log.error("refusing to simulate training data from the held-out eval split %s", args.structures)
-        return 2
+        raise InputError(f"{args.structures}: refusing to simulate training data from the held-out eval split")
+    if args.crop < 16 or args.crop % 8:
+        raise InputError(f"--crop must be a multiple of 8 of at least 16, got {args.crop}")
+    until = deadline(args.until)
     structures = structure_list(args.structures, args.root)[: args.limit]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.crop < 16 or args.crop % 8:
-        log.error("--crop must be a multiple of 8 of at least 16, got %d", args.crop)
-        return 2
     jobs = plan_jobs(structures, out, args.pairs_per_structure, args.seed, crop=args.crop)
     log.info("%d structures, %d pairs -> %s", len(structures), len(jobs), out)
     t0 = time.time()
-    counts = generate(jobs, workers=args.workers, deadline=deadline(args.until))
+    counts = generate(jobs, workers=args.workers, deadline=until)
     log.info("done in %.0f s: %s", time.time() - t0, counts)
     return 0

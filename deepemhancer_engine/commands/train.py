@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._args import deadline
+from ._args import add_device_choice, deadline
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +37,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", default=None, help="start from these weights (.pt, fine-tuning)")
     parser.add_argument("--export", default=None, help="write the best weights + card here (.pt) at the end")
     parser.add_argument("--export-every", type=float, default=20.0, help="also export every N minutes")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device_choice(parser)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=0,
                         help="processes making batches (0: in the training process; use several on a GPU)")
@@ -49,12 +49,18 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..errors import InputError
     from ..training.trainer import TrainConfig, train
 
+    try:
+        filters = tuple(int(v) for v in args.filters.split(","))
+    except ValueError:
+        raise InputError(f"--filters must be integers separated by commas (e.g. 16,32,64), "
+                         f"got {args.filters!r}") from None
     cfg = TrainConfig(
         data=Path(args.data), run_dir=Path(args.run_dir), name=args.name, target=args.target,
         normalization=args.normalization, max_resolution=args.max_resolution,
-        filters=tuple(int(v) for v in args.filters.split(",")), crop=args.crop,
+        filters=filters, crop=args.crop,
         small_crop=args.small_crop, p_small=args.p_small, batch=args.batch,
         lr=args.lr, patience=args.patience, epoch_steps=args.epoch_steps, val_cubes=args.val_cubes,
         noise_fraction=args.noise_fraction, band_limit=args.band_limit, hours=args.hours,

@@ -304,3 +304,19 @@ def test_null_response_subcommand_writes_the_file_beside_the_weights(tmp_path, t
     assert main(["null-response", str(tmp_path / "missing.pt")]) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "missing.pt" in err[0]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["simulate", "--out", "OUT", "--structures", "MISSING.txt"], "cannot read the structure list"),
+    (["simulate", "--out", "OUT", "--crop", "20"], "--crop must be a multiple of 8"),
+    (["simulate", "--out", "OUT", "--structures", "x/split_eval.txt"], "held-out eval split"),
+    (["simulate", "--out", "OUT", "--until", "25:99"], "invalid time '25:99' for --until"),
+    (["train", "--data", "DATA", "--run-dir", "RUN", "--filters", "16,x"], "--filters must be integers"),
+    (["null-response", "W.pt", "--cubes", "0"], "--cubes must be at least 1"),
+])
+def test_training_commands_bad_options_are_one_line_errors(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written

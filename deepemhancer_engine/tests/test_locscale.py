@@ -87,3 +87,12 @@ def test_bad_inputs_are_refused(model):
         locscale(model, model, VS, step=10)
     with pytest.raises(InputError, match="mask shape"):
         locscale(model, model, VS, mask=np.ones((4, 4, 4)))
+
+
+def test_the_output_keeps_the_maps_density_not_the_models(model):
+    """Only amplitudes are scaled: a map of *other* atoms, blurred, comes back as those atoms sharpened,
+    not as the reference model (an implementation that returned the model would fail here)."""
+    other = _model(seed=2)
+    out = locscale(metrics.apply_bfactor(other, VS, 80.0), model, VS)
+    assert metrics.cc(out, other) > 0.9
+    assert metrics.cc(out, model) < 0.3

@@ -94,9 +94,13 @@ def test_refuses_eval_split(tmp_path):
 
     from deepemhancer_engine.commands import simulate
 
-    args = Namespace(structures="/x/split_eval.txt", root=None, out=str(tmp_path), limit=None,
-                     pairs_per_structure=1, seed=0, workers=1, until=None)
-    assert simulate.main(args) == 2
+    from deepemhancer_engine.errors import InputError
+
+    args = Namespace(structures="/x/split_eval.txt", root=None, out=str(tmp_path / "out"), limit=None,
+                     pairs_per_structure=1, seed=0, workers=1, until=None, crop=48)
+    with pytest.raises(InputError, match="held-out eval split"):
+        simulate.main(args)
+    assert not (tmp_path / "out").exists()
 
 
 def test_stored_cube_edge_follows_the_job(pdb, tmp_path):

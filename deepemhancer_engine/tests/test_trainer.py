@@ -165,6 +165,7 @@ def test_log_file_handler_removed_on_error(tmp_path):
     with pytest.raises(InputError, match="no validation cubes"):
         train(TrainConfig(data=tmp_path, run_dir=tmp_path / "run", device="cpu", threads=1))
     assert logger.handlers == before
+    assert not (tmp_path / "run").exists()  # a run that never started leaves no folder behind
 
 
 def test_run_folder_holds_no_temporary_files(tmp_path):

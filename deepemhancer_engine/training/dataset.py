@@ -55,7 +55,12 @@ def structure_list(list_file: str | os.PathLike[str], root: str | os.PathLike[st
     """Paths listed (one per line, relative to ``root`` or the list's folder) in ``list_file``."""
     list_file = Path(list_file)
     base = Path(root) if root is not None else list_file.parent
-    names = [ln.strip() for ln in list_file.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    try:
+        text = list_file.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else exc
+        raise InputError(f"{list_file}: cannot read the structure list ({reason})") from None
+    names = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
     if not names:
         raise InputError(f"structure list {list_file} is empty")
     return [base / n for n in names]

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import queue
+import shutil
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -294,7 +295,7 @@ def _network_text(cfg: TrainConfig, device: str) -> str:
 
 def use_amp(cfg: TrainConfig, device: str) -> bool:
     """bf16 autocast for the forward pass: asked for, and on CUDA or a CPU with native bf16 (AMX /
-    AVX512-BF16: 1.8x faster per 64^3 training step than fp32 on two cores; emulated bf16 is slower)."""
+    AVX512-BF16), where it is faster than fp32; emulated bf16 is slower (docs/design.md, "Training loop")."""
     from ..runner import cpu_has_fast_bf16
 
     return cfg.amp and (device == "cuda" or cpu_has_fast_bf16())
@@ -343,10 +344,19 @@ def train(cfg: TrainConfig) -> dict:
     """
     device = _choose_device(cfg)
     run_dir = Path(cfg.run_dir)
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = _log_to(run_dir / "train.log")
     try:
-        return Trainer(cfg, device).run()
+        try:
+            trainer = Trainer(cfg, device)
+        except BaseException:
+            if created:  # bad data or options: leave no empty run folder behind
+                logging.getLogger(_TRAINING_LOGGER).removeHandler(handler)
+                handler.close()
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        return trainer.run()
     finally:
         logging.getLogger(_TRAINING_LOGGER).removeHandler(handler)
         handler.close()
