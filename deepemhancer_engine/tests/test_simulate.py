@@ -93,7 +93,6 @@ def test_refuses_eval_split(tmp_path):
     from argparse import Namespace
 
     from deepemhancer_engine.commands import simulate
-
     from deepemhancer_engine.errors import InputError
 
     args = Namespace(structures="/x/split_eval.txt", root=None, out=str(tmp_path / "out"), limit=None,
