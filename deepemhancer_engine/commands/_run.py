@@ -49,6 +49,11 @@ def guarded(func: Callable[[], int | None], debug: bool) -> int:
         print(f"error: {'terminated' if str(exc) == 'terminated' else 'interrupted'}; no output written",
               file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:  # a package the engine needs is not in this environment
+        if debug:
+            raise
+        print(missing_package(exc), file=sys.stderr)
+        return 4
     except Exception as exc:  # a bug or an unforeseen failure: still one line, the traceback with --debug
         if debug:
             raise
@@ -60,6 +65,19 @@ def guarded(func: Callable[[], int | None], debug: bool) -> int:
         return 1
     finally:
         _restore_signals(previous)
+
+
+#: Which extra of the engine distribution brings a package (the rest come with ``engine``).
+_EXTRA_OF = {"gemmi": "train", "matplotlib": "plots"}
+
+
+def missing_package(exc: ModuleNotFoundError) -> str:
+    """One line saying which package is missing and how to install it."""
+    name = (exc.name or str(exc)).split(".")[0]
+    extra = _EXTRA_OF.get(name, "engine")
+    hint = "pip install torch (a CPU or CUDA build, README 'Installation'), then " if name == "torch" else ""
+    return (f"error: the Python package '{name}' is not installed in this environment; {hint}"
+            f"pip install 'scipion-em-deepemhancer[{extra}]' (in Scipion: scipion3 installb deepemhancer)")
 
 
 def _raise_on_sigterm() -> dict:

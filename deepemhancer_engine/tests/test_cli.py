@@ -320,3 +320,17 @@ def test_training_commands_bad_options_are_one_line_errors(tmp_path, monkeypatch
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written
+
+
+def test_missing_torch_is_one_line_saying_what_to_install(tmp_path):
+    """Run where torch cannot be imported: one line naming the package and the install command, exit 4."""
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from deepemhancer_engine.cli import main\n"
+            f"sys.exit(main(['-i', {str(examples / 'half1.mrc')!r}, '-i2', {str(examples / 'half2.mrc')!r}, "
+            f"'-o', {str(tmp_path / 'out.mrc')!r}, '-q']))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 4, run.stderr
+    assert len(lines) == 1 and "'torch' is not installed" in lines[0] and "pip install" in lines[0]
+    assert not (tmp_path / "out.mrc").exists()
