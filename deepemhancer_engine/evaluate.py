@@ -475,8 +475,7 @@ def _noise_test(average, enhanced, vs, raw: M.FSCCurve, enhancer: Enhancer, seed
         result.notes.append(f"noise test on {'x'.join(map(str, shape[::-1]))} voxels (at least {NOISE_MIN_EDGE})")
     h = result.honesty
     h["noise_max_fsc_beyond_10A"], h["noise_chance_3sigma"] = top, chance
-    rms = float(np.sqrt(np.mean(enhanced.astype(np.float64) ** 2))) or 1.0
-    h["noise_output_rms_rel"] = float(np.sqrt(np.mean(outs[0].astype(np.float64) ** 2))) / rms
+    h["noise_output_rms_rel"] = M.rms(outs[0]) / (M.rms(enhanced) or 1.0)
     result.timing_s["noise"] = time.perf_counter() - t0
 
 
@@ -521,7 +520,7 @@ def noise_case(enhancer: Enhancer, case, edge: int = NOISE_MIN_EDGE) -> NoiseCas
     inputs = [coloured_noise((edge,) * 3, vs, case.spectrum, s) for s in seeds]
     outs = [_apply(enhancer, x, None) for x in inputs]
     _, top, chance = noise_fsc(outs[0], outs[1], vs)
-    rel = float(np.sqrt(np.mean(outs[0].astype(np.float64) ** 2)))  # the inputs have std 1 exactly
+    rel = M.rms(outs[0])  # the inputs have std 1 exactly
     return NoiseCaseResult(name=case.name, spectrum=case.spectrum, voxel_size=float(case.voxel_size), seeds=seeds,
                            edge=edge, max_fsc_beyond_10A=top, chance_3sigma=chance, output_rms_rel=rel,
                            seconds=time.perf_counter() - t0)
@@ -648,11 +647,12 @@ class NetworkEnhancer:
         from .config import NormMode
         from .fourier import as_xyz
         from .normalize import estimate_noise
+        from .pipeline import working_voxel_size
         from .resample import to_working_grid
 
         if self.config.normalization.mode is not NormMode.AUTO:
             return self
-        target = float(getattr(self.loaded.card, "voxel_size", None) or self.config.working_voxel_size)
+        target = working_voxel_size(self.loaded, self.config)
         stats = [estimate_noise(to_working_grid(v, as_xyz(self.voxel_size), target=target)[0]) for v in volumes]
         norm = dataclasses.replace(self.config.normalization, mode=NormMode.STATS,
                                    noise_mean=float(np.mean([m for m, _ in stats])),

@@ -206,7 +206,9 @@ def _above_solvent(volume: np.ndarray, molecule: np.ndarray, solvent: np.ndarray
     return v[mol] - base, v[sol] - base
 
 
-def _rms(x: np.ndarray) -> float:
+def rms(x: np.ndarray) -> float:
+    """Root mean square, accumulated in float64."""
+    x = np.asarray(x, dtype=np.float64)
     return float(np.sqrt(np.mean(x * x)))
 
 
@@ -221,8 +223,8 @@ def solvent_ratio(volume: np.ndarray, molecule: np.ndarray, solvent: np.ndarray)
     found = _above_solvent(volume, molecule, solvent)
     if found is None:
         return float("nan")
-    mol = _rms(found[0])
-    return _rms(found[1]) / mol if mol > 0 else float("nan")
+    mol = rms(found[0])
+    return rms(found[1]) / mol if mol > 0 else float("nan")
 
 
 def intensity_ratio(output: np.ndarray, input_map: np.ndarray, molecule: np.ndarray, solvent: np.ndarray) -> float:
@@ -231,8 +233,8 @@ def intensity_ratio(output: np.ndarray, input_map: np.ndarray, molecule: np.ndar
     out, inp = _above_solvent(output, molecule, solvent), _above_solvent(input_map, molecule, solvent)
     if out is None or inp is None:
         return float("nan")
-    den = _rms(inp[0])
-    return _rms(out[0]) / den if den > 0 else float("nan")
+    den = rms(inp[0])
+    return rms(out[0]) / den if den > 0 else float("nan")
 
 
 def radial_amplitude(volume: np.ndarray, voxel_size: float | Sequence[float]) -> tuple[np.ndarray, np.ndarray]:

@@ -86,6 +86,11 @@ def load(config: EnhanceConfig) -> LoadedModel:
     return LoadedModel(runner=runner, card=card, weights_path=pt_path, null=null)
 
 
+def working_voxel_size(model: LoadedModel, config: EnhanceConfig) -> float:
+    """The voxel size (A) the network runs at: its model card's, else ``config.working_voxel_size``."""
+    return float(getattr(model.card, "voxel_size", None) or config.working_voxel_size)
+
+
 def _model_tile(card: object, default: int) -> int:
     tile = getattr(card, "tile", None)
     return int(tile) if tile else default
@@ -119,7 +124,7 @@ def enhance(
     if volume.ndim != 3:
         raise InputError(f"a 3D map is needed, got an array of shape {volume.shape}")
     vs = as_xyz(voxel_size)
-    target_vs = float(getattr(model.card, "voxel_size", None) or config.working_voxel_size)
+    target_vs = working_voxel_size(model, config)
     check_working_grid(volume.shape, vs, target_vs)
     clock = _StageClock(timings)
 
