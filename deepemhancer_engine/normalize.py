@@ -37,6 +37,13 @@ BIN_MIN_EDGE = 64
 #: Robust statistics use at most this many (evenly strided) samples.
 MAX_SAMPLES = 4_000_000
 _MAD_TO_STD = 1.4826
+#: Molecule-to-noise ratio: the 99th percentile of |x - solvent level| over the non-solvent voxels,
+#: divided by the solvent noise std, on the 1 A working grid. Training inputs span about 8-48 (median
+#: 20); unmasked deposited maps 16-72. A map above MASKED_RATIO has a masked or flattened solvent
+#: whose std says nothing about the noise, so the noise is taken as the molecule's level divided by
+#: the training median (docs/design.md, "Masked and flattened solvent").
+TRAIN_RATIO_MEDIAN = 20.0
+MASKED_RATIO = 200.0
 
 
 @dataclass(frozen=True)
@@ -54,11 +61,11 @@ def _sample(array: npt.NDArray[np.floating], where: npt.NDArray[np.bool_] | None
     return flat if where is None else flat[where.ravel()[::step]]
 
 
-def _robust_stats(values: npt.NDArray[np.floating], what: str) -> tuple[float, float]:
-    """Median and 1.4826 * MAD of ``values``."""
+def _robust_stats(values: npt.NDArray[np.floating], what: str, *, flat_ok: bool = False) -> tuple[float, float]:
+    """Median and 1.4826 * MAD of ``values`` (a MAD of 0 is an error unless ``flat_ok``)."""
     med = float(np.median(values))
     mad = float(np.median(np.abs(values - np.float32(med))))
-    if not mad > 0:
+    if not mad > 0 and not flat_ok:
         raise InputError(
             f"cannot estimate the noise from {what}: more than half of its voxels have the same "
             f"value {med:g} (is the map masked?); use an unmasked map or give --noiseStats MEAN STD"
@@ -100,7 +107,7 @@ def _solvent_mask(smooth: npt.NDArray[np.float32], margin: int = MARGIN, min_cou
         if round_ == 0:
             level, spread = _solvent_peak(smooth)
         else:
-            level, spread = _robust_stats(_sample(smooth, solvent), "the smoothed map")
+            level, spread = _robust_stats(_sample(smooth, solvent), "the smoothed map", flat_ok=True)
         signal = np.abs(smooth - np.float32(level)) > np.float32(THRESHOLD_K * spread)
         signal = ndimage.maximum_filter(signal, size=2 * margin + 1, mode="wrap")
         new = ~signal
@@ -131,6 +138,16 @@ def _unbinned(mask: npt.NDArray[np.bool_], shape: tuple[int, ...]) -> npt.NDArra
     return np.pad(full, pad, mode="edge") if any(p for _, p in pad) else full
 
 
+def solvent_voxels(data: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
+    """The voxels of a (Z, Y, X) map far from any strong feature of its smoothed copy (the solvent)."""
+    if data.ndim == 3 and min(data.shape) >= BIN_MIN_EDGE:
+        # Find the solvent on 2x binned voxels (smoothing, threshold and margin in half the voxels).
+        smooth = ndimage.gaussian_filter(_binned(data), SMOOTH_SIGMA / 2, mode="wrap", output=np.float32)
+        return _unbinned(_solvent_mask(smooth, MARGIN // 2, -(-MIN_NOISE_VOXELS // 8)), data.shape)
+    smooth = ndimage.gaussian_filter(data, SMOOTH_SIGMA, mode="wrap", output=np.float32)
+    return _solvent_mask(smooth)
+
+
 def estimate_noise(array: npt.ArrayLike) -> tuple[float, float]:
     """Estimate the solvent noise (mean, std) of a (Z, Y, X) map, in the map's units.
 
@@ -141,17 +158,11 @@ def estimate_noise(array: npt.ArrayLike) -> tuple[float, float]:
     Raises
     ------
     InputError
-        The solvent is constant (masked map), so no noise level can be estimated.
+        The map is constant, so no noise level can be estimated. A masked or flattened solvent is not
+        an error: the noise is then derived from the molecule's density (a warning says so).
     """
     data = np.asarray(array, dtype=np.float32)
-    if data.ndim == 3 and min(data.shape) >= BIN_MIN_EDGE:
-        # Find the solvent on 2x binned voxels (smoothing, threshold and margin in half the voxels).
-        smooth = ndimage.gaussian_filter(_binned(data), SMOOTH_SIGMA / 2, mode="wrap", output=np.float32)
-        solvent = _unbinned(_solvent_mask(smooth, MARGIN // 2, -(-MIN_NOISE_VOXELS // 8)), data.shape)
-    else:
-        smooth = ndimage.gaussian_filter(data, SMOOTH_SIGMA, mode="wrap", output=np.float32)
-        solvent = _solvent_mask(smooth)
-    del smooth
+    solvent = solvent_voxels(data)
     n = int(np.count_nonzero(solvent))
     if n < max(MIN_NOISE_VOXELS, int(0.02 * data.size)):
         log.warning(
@@ -159,11 +170,31 @@ def estimate_noise(array: npt.ArrayLike) -> tuple[float, float]:
             "whole map as noise estimate - consider --noiseStats MEAN STD or a mask",
             n, 100.0 * n / data.size,
         )
-        return _robust_stats(_sample(data), "the map")
-    mean, std = _robust_stats(_sample(data, solvent), "the solvent")
-    log.debug("noise mean %.4g, std %.4g from %d solvent voxels (%.0f%% of the box)",
-             mean, std, n, 100.0 * n / data.size)
-    return mean, std
+        mean, std = _robust_stats(_sample(data), "the map", flat_ok=True)
+        molecule = None
+    else:
+        mean, std = _robust_stats(_sample(data, solvent), "the solvent", flat_ok=True)
+        log.debug("noise mean %.4g, std %.4g from %d solvent voxels (%.0f%% of the box)",
+                  mean, std, n, 100.0 * n / data.size)
+        molecule = ~solvent
+    return mean, _unmasked_std(data, molecule, mean, std)
+
+
+def _unmasked_std(data: npt.NDArray[np.float32], molecule: npt.NDArray[np.bool_] | None, mean: float,
+                  std: float) -> float:
+    """``std``, or the molecule's level / TRAIN_RATIO_MEDIAN when the solvent is masked or flattened."""
+    deviation = np.abs(_sample(data, molecule) - np.float32(mean))
+    level = float(np.percentile(deviation, 99)) if deviation.size else 0.0
+    if not level > 0:
+        raise InputError("cannot estimate the noise: the map is constant (or nearly so); "
+                         "give --noiseStats MEAN STD")
+    if std * MASKED_RATIO >= level:
+        return std
+    masked = level / TRAIN_RATIO_MEDIAN
+    log.warning("the solvent looks masked or flattened (std %.3g against a molecule level of %.3g; unmasked "
+                "maps have 1/8-1/70 of it): taking the noise std as %.3g, as in a typical training map; "
+                "give --noiseStats MEAN STD to set it", std, level, masked)
+    return masked
 
 
 def _mask_noise(data: npt.NDArray[np.float32], mask: npt.ArrayLike, name: str) -> tuple[float, float]:

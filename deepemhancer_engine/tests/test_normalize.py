@@ -105,11 +105,40 @@ def test_mask_mode_errors():
     normalize(vol, config=config, mask=slightly_off)
 
 
-def test_masked_map_is_rejected():
-    vol = np.zeros((N, N, N), np.float32)
-    vol[24:40, 24:40, 24:40] = np.random.default_rng(0).random((16, 16, 16)) + 1
-    with pytest.raises(InputError, match="is the map masked"):
-        estimate_noise(vol)
+def _masked_blob(noise_std=0.1, solvent=0.0, seed=0):
+    """The noisy blob with everything beyond radius 14 set to ``solvent`` (a depositor's mask)."""
+    z, y, x = _coords()
+    vol = _blob() + np.random.default_rng(seed).standard_normal((N, N, N)) * noise_std
+    vol[np.sqrt(x**2 + y**2 + z**2) > 14] = solvent
+    return vol.astype(np.float32)
+
+
+@pytest.mark.parametrize("solvent", [0.0, -0.37])
+def test_masked_map_noise_from_molecule(solvent, caplog):
+    """A flat (masked) solvent says nothing about the noise: the std comes from the molecule's level,
+    the same for any noise inside the mask and any solvent value, and a warning names --noiseStats."""
+    with caplog.at_level(logging.WARNING, logger="deepemhancer_engine.normalize"):
+        mean, std = estimate_noise(_masked_blob(solvent=solvent))
+    assert "masked or flattened" in caplog.text and "--noiseStats" in caplog.text
+    assert mean == pytest.approx(solvent)
+    scaled = estimate_noise(3 * _masked_blob(solvent=solvent) + 5)  # on the input's scale
+    assert scaled[0] == pytest.approx(3 * solvent + 5, abs=1e-5) and scaled[1] == pytest.approx(3 * std, rel=0.05)
+    assert estimate_noise(_masked_blob(noise_std=0.05, solvent=solvent))[1] == pytest.approx(std, rel=0.15)
+    out, _ = normalize(_masked_blob(solvent=solvent), config=NormalizationConfig())
+    assert 1.0 < float(out.max()) < 4.0  # the molecule where the network saw it in training, not at 1e5
+
+
+def test_unmasked_map_keeps_its_solvent_noise():
+    """The molecule-level fallback never touches maps whose solvent holds real noise, clean or not."""
+    rng = np.random.default_rng(1)
+    for noise_std in (0.1, 0.02):  # molecule/noise ratio about 20 and 100
+        vol = (_blob() + rng.standard_normal((N, N, N)) * noise_std).astype(np.float32)
+        assert estimate_noise(vol)[1] == pytest.approx(noise_std, rel=0.1)
+
+
+def test_constant_map_is_rejected():
+    with pytest.raises(InputError, match="the map is constant.*--noiseStats"):
+        estimate_noise(np.full((N, N, N), 0.5, np.float32))
 
 
 def test_fallback_without_solvent_warns(caplog):
