@@ -19,7 +19,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Union
+from typing import Callable, Iterator, Sequence, Union
 
 import mrcfile
 import numpy as np
@@ -367,8 +367,11 @@ def _read_data(path: Path, compressed: bool, axis_order: tuple[int, int, int]) -
     return data
 
 
-def _fill_header(mrc: mrcfile.mrcfile.MrcFile, grid: GridInfo) -> None:
+def _fill_header(mrc: mrcfile.mrcfile.MrcFile, grid: GridInfo, labels: Sequence[str] = ()) -> None:
     header = mrc.header
+    for i, text in enumerate(labels[:10]):  # the header holds 10 labels of 80 characters
+        header.label[i] = text.encode("ascii", "replace")[:80]
+    header.nlabl = min(len(labels), 10)
     header.ispg = 1
     header.mapc, header.mapr, header.maps = grid.axis_order
     nz, ny, nx = grid.shape
@@ -381,12 +384,13 @@ def _fill_header(mrc: mrcfile.mrcfile.MrcFile, grid: GridInfo) -> None:
 
 
 def write_map(
-    path: PathLike, array: npt.ArrayLike, grid: GridInfo, *, overwrite: bool = False
+    path: PathLike, array: npt.ArrayLike, grid: GridInfo, *, overwrite: bool = False, labels: Sequence[str] = ()
 ) -> Path:
     """Write ``array`` ([z, y, x]) as a float32 (mode 2) MRC file with the geometry of ``grid``.
 
     The file is written to a hidden temporary file in the same directory and renamed into place,
-    so a failed write never leaves a partial output. ``.gz`` outputs are gzip-compressed.
+    so a failed write never leaves a partial output. ``.gz`` outputs are gzip-compressed. ``labels``: up to
+    10 header labels (ASCII, 80 characters each).
 
     Raises
     ------
@@ -411,7 +415,7 @@ def write_map(
             mrc = mrcfile.new(tmp_name, overwrite=True, compression=compression)
             try:
                 mrc.set_data(np.ascontiguousarray(data.transpose(_file_perm(grid.axis_order))))
-                _fill_header(mrc, grid)
+                _fill_header(mrc, grid, labels)
                 mrc.close()  # writes; may raise OSError (disk full, file size limit)
             except BaseException:
                 _abandon(mrc)

@@ -232,9 +232,14 @@ def check_working_grid(shape: Sequence[int], voxel_size: Sequence[float], target
 
 def half_map_resolution(half1: np.ndarray, half2: np.ndarray, voxel_size: Sequence[float]) -> float:
     """FSC-0.143 resolution (A) between two half maps, unmasked (the conservative figure)."""
+    return half_map_fsc(half1, half2, voxel_size).resolution(0.143)
+
+
+def half_map_fsc(half1: np.ndarray, half2: np.ndarray, voxel_size: Sequence[float]):
+    """The unmasked FSC curve (:class:`metrics.FSCCurve`) between two half maps."""
     from .metrics import fsc
 
-    return fsc(half1, half2, voxel_size).resolution(0.143)
+    return fsc(half1, half2, voxel_size)
 
 
 def read_half_maps(
@@ -260,18 +265,18 @@ def read_half_maps(
 
 def read_inputs(
     inputs: Sequence[str | os.PathLike], mask: str | os.PathLike | None = None, *, fsc: bool = False
-) -> tuple[np.ndarray, GridInfo, np.ndarray | None, float | None]:
+) -> tuple[np.ndarray, GridInfo, np.ndarray | None, object | None]:
     """Read one map or two half maps (averaged) and an optional mask, checking they agree.
 
     Returns the map (the average of the halves), its grid, the mask or None, and with ``fsc`` and two
-    half maps their FSC-0.143 resolution (A; otherwise None).
+    half maps their unmasked FSC curve (:class:`metrics.FSCCurve`; otherwise None).
     """
     volume, half2, grid = read_half_maps(inputs)
-    d_half = None
+    curve = None
     if half2 is not None:
         if fsc:
-            d_half = half_map_resolution(volume, half2, grid.voxel_size)
-            log.info("Half-map FSC-0.143 (unmasked): %.3g A", d_half)
+            curve = half_map_fsc(volume, half2, grid.voxel_size)
+            log.info("Half-map FSC-0.143 (unmasked): %.3g A", curve.resolution(0.143))
         volume = np.add(volume, half2, dtype=np.float32)  # a new array: inputs stay read-only
         volume *= 0.5
         del half2
@@ -285,7 +290,7 @@ def read_inputs(
         lo, hi = float(mask_arr.min()), float(mask_arr.max())
         if lo < -1e-3 or hi > 1 + 1e-3:
             raise InputError(f"{mask}: mask values must lie between 0 and 1, found {lo:.4g} to {hi:.4g}")
-    return volume, grid, mask_arr, d_half
+    return volume, grid, mask_arr, curve
 
 
 def check_output(output: str | os.PathLike, inputs: Sequence[str | os.PathLike], *, force: bool) -> Path:
@@ -315,20 +320,25 @@ def enhance_file(
     model: LoadedModel | Callable[[], LoadedModel] | None = None,
     progress: Progress | None = None,
     voxel_size: float | None = None,
+    provenance: bool | dict = True,
 ) -> Path:
     """Enhance one map or a pair of half maps on disk and write ``output`` atomically.
 
     The output keeps the input's shape, voxel size, origin and axis order. Inputs are never modified.
     ``voxel_size`` (A) overrides the header's voxel size, for processing and in the output header.
     ``model`` may be a loaded model or a function returning one (called after the inputs are checked).
+    ``provenance``: write the sidecar ``OUT.json`` and, with half maps, ``OUT_fsc.tsv`` beside the output
+    (:mod:`provenance`); a dict adds its entries to the sidecar. The header labels are written always.
     """
+    t_start = time.perf_counter()
     config = config or EnhanceConfig()
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     mask_path = config.normalization.mask if config.normalization.mode is NormMode.MASK else None
     out = check_output(output, [*inputs, mask_path], force=force)
     auto_limit = config.limit_resolution and config.resolution is None
-    volume, grid, mask, d_half = read_inputs(inputs, mask_path, fsc=auto_limit)
+    volume, grid, mask, curve = read_inputs(inputs, mask_path, fsc=True)
+    d_half = curve.resolution(0.143) if curve is not None else None
     if voxel_size is not None:
         if not (voxel_size > 0 and math.isfinite(voxel_size)):
             raise InputError(f"voxel size (-s) must be a positive number, got {voxel_size!r}")
@@ -338,12 +348,37 @@ def enhance_file(
         _fmt_shape(grid.shape), _fmt_vs(grid.voxel_size), tuple(round(o, 3) for o in grid.origin),
     )
     model = model() if callable(model) else (model or load(config))
-    # d_half is None unless the limit is automatic; enhance() then falls back to config.resolution
+    timings: dict[str, float] = {}
+    # without the automatic limit, enhance() takes config.resolution
     result = enhance(volume, grid.voxel_size, config=config, mask=mask, model=model, progress=progress,
-                     resolution=d_half)
-    write_map(out, result, grid, overwrite=force)
+                     resolution=d_half if auto_limit else None, timings=timings)
+    timings["total"] = time.perf_counter() - t_start
+    _write_with_provenance(out, result, grid, force=force, provenance=provenance, curve=curve,
+                           record=dict(config=config, inputs=inputs, output=out, grid=grid, model=model,
+                                       d_half=d_half, voxel_size_override=voxel_size, timings=timings))
     log.info("Wrote %s", out)
     return out
+
+
+def _write_with_provenance(out: Path, result: np.ndarray, grid: GridInfo, *, force: bool, provenance: bool | dict,
+                           curve, record: dict) -> None:
+    """The map (header labels naming the engine, weights and limit), then the sidecar and FSC curve;
+    if those fail the map is removed too, so a run leaves all of its files or none."""
+    from . import provenance as prov
+
+    sidecar = prov.build(**record)
+    limit = sidecar["resolution"]["limit_A"]
+    write_map(out, result, grid, overwrite=force,
+              labels=prov.header_labels(record["model"].card, sidecar["weights"]["sha256"], limit))
+    if not provenance:
+        return
+    if isinstance(provenance, dict):
+        sidecar.update(provenance)
+    try:
+        prov.write(out, sidecar, curve)
+    except BaseException:
+        prov.remove([out])
+        raise
 
 
 class _StageClock:

@@ -44,6 +44,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     extra.add_argument("-s", "--samplingRate", dest="sampling", type=float, default=None,
                        help="voxel size in A, overriding the header's")
     extra.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    extra.add_argument("--threads", type=int, default=None, metavar="N",
+                       help="CPU threads of the network and the linear algebra (torch, OpenMP, BLAS; default: "
+                            "the CPUs this process may use)")
     adv = parser.add_argument_group("Advanced")
     adv.add_argument("--stride", type=int, default=DEFAULT_STRIDE,
                      help=f"voxels between cube starts (default {DEFAULT_STRIDE}; the original used 16)")
@@ -126,7 +129,12 @@ def read_job_list(path: str) -> list[tuple[list[str], str]]:
 def main(args: argparse.Namespace) -> int:
     """Run every job; with several, a failed job is reported on one line and the others still run (exit code:
     the worst failure's)."""
-    from ..errors import DeepEMhancerError
+    from .. import provenance
+    from ..errors import DeepEMhancerError, InputError
+
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be at least 1, got {args.threads}")
+    provenance.set_threads(args.threads)  # before the pipeline loads numpy's BLAS and torch
     from ..pipeline import enhance_file
 
     config = config_from_args(args)
@@ -142,7 +150,8 @@ def main(args: argparse.Namespace) -> int:
             log.info("Job %d/%d: %s -> %s", number, len(jobs), " + ".join(inputs), output)
         try:
             out = enhance_file(inputs, output, config=config, force=args.force, model=model,
-                               progress=ProgressReporter(), voxel_size=args.sampling)
+                               progress=ProgressReporter(), voxel_size=args.sampling,
+                               provenance={"command": getattr(args, "command_line", None)})
         except DeepEMhancerError as exc:
             if len(jobs) == 1:
                 raise
