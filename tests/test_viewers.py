@@ -5,7 +5,14 @@ import os
 from deepemhancer import Plugin
 from deepemhancer.tests.test_protocol import DeepEMhancerTestBase
 from deepemhancer.viewers import DeepEMhancerChimeraViewer, DeepEMhancerCootViewer, DeepEMhancerPlotViewer
-from deepemhancer.viewers.viewer_deepemhancer import CXC_SCRIPT, FSC_PNG, SLICES_PNG, contourLevel, readMap
+from deepemhancer.viewers.viewer_deepemhancer import (
+    CXC_SCRIPT,
+    FSC_PNG,
+    SLICES_PNG,
+    contourLevel,
+    readFscTable,
+    readMap,
+)
 from pwem import Domain
 from pwem.viewers.viewer_chimera import Chimera, ChimeraView
 from pyworkflow.gui.plotter import Plotter
@@ -90,15 +97,25 @@ class TestDeepEMhancerViewers(DeepEMhancerTestBase):
                 os.environ["PATH"] = os_path
 
     def test_slices_and_fsc_figures(self):
+        """Slices; the FSC figure shows the run's own half-map curve (written by the engine, stored in the
+        run) with the resolution limit, and any evaluate table in the extra folder beside it."""
         viewer = DeepEMhancerPlotViewer(project=self.proj, protocol=self.prot)
         fsc = self.prot._getExtraPath("evaluate", "fsc.tsv")
         if os.path.exists(fsc):
             os.remove(fsc)
         views = viewer._visualize(self.prot)
-        self.assertEqual(len(views), 1)  # no evaluate output: slices only
+        self.assertEqual(len(views), 2)
         self.assertIsInstance(views[0], Plotter)
         self.assertEqual(len(views[0].getFigure().axes), 6)  # 2 maps x 3 orthogonal slices
         self.assertTrue(os.path.getsize(self.prot._getExtraPath(SLICES_PNG)) > 1000)
+        limit = self.prot.resolutionLimitUsed.get()
+        lines = {ln.get_label(): ln for ln in views[1].getFigure().axes[0].get_lines()}
+        own = "half maps (this run): FSC-0.143 %.2f A" % self.prot.halfMapFsc0143.get()
+        self.assertEqual(sorted(lines), sorted([own, "resolution limit %.2f A" % limit, "0.143"]))
+        _, x, curves = readFscTable(self.prot.fscCurveFile.get())
+        self.assertEqual(list(curves), ["raw_halves"])  # evaluate's column name for the same curve
+        self.assertTrue((lines[own].get_xdata() == x).all())
+        self.assertAlmostEqual(lines["resolution limit %.2f A" % limit].get_xdata()[0], 1.0 / limit)
         os.makedirs(os.path.dirname(fsc), exist_ok=True)
         with open(fsc, "w") as f:
             f.write("# written by deepemhancer evaluate\nfrequency\tresolution\tfsc_input\tfsc_enhanced\n")
@@ -109,5 +126,6 @@ class TestDeepEMhancerViewers(DeepEMhancerTestBase):
         ax = views[1].getFigure().axes[0]
         labels = [ln.get_label() for ln in ax.get_lines()]
         self.assertIn("fsc.tsv: fsc_enhanced", labels)
+        self.assertIn(own, labels)
         self.assertNotIn("fsc.tsv: resolution", labels)
         self.assertTrue(os.path.exists(self.prot._getExtraPath(FSC_PNG)))

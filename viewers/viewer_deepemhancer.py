@@ -1,5 +1,6 @@
 """Viewers of ProtDeepEMhancer: ChimeraX (.cxc script), Coot (python script) and matplotlib figures
-(central orthogonal slices, FSC curves from the engine's ``evaluate`` output) that need nothing installed.
+(central orthogonal slices; FSC curves: the half-map FSC the engine writes with every run, and any
+``evaluate`` output in the extra folder) that need nothing installed.
 
 Each viewer writes its script/figure into the protocol's extra folder and returns views; ``_visualize``
 never opens a window, so tests call it directly.
@@ -19,8 +20,9 @@ CXC_SCRIPT = "deepemhancer_chimerax.cxc"
 COOT_SCRIPT = "deepemhancer_coot.py"
 SLICES_PNG = "deepemhancer_slices.png"
 FSC_PNG = "deepemhancer_fsc.png"
-#: FSC tables in the extra folder: ``deepemhancer evaluate --outdir extra/evaluate`` writes ``fsc_curves.tsv``
-#: (its ``metrics.tsv`` holds one number per row, no curves, so it is not matched), and any other *fsc*.tsv.
+#: FSC tables in the extra folder: the run's half-map FSC (OUTPUT_FSC, written by the engine beside the map),
+#: ``deepemhancer evaluate --outdir extra/evaluate``'s ``fsc_curves.tsv`` (its ``metrics.tsv`` holds one
+#: number per row, no curves, so it is not matched), and any other *fsc*.tsv.
 EVALUATE_GLOBS = ("evaluate/*fsc*.tsv", "*fsc*.tsv")
 #: The first two columns of evaluate's fsc_curves.tsv (spatial frequency in 1/A, resolution in A); every
 #: other column is one FSC curve. The engine's names: ``deepemhancer_engine.evaluate.CURVE_AXIS_COLUMNS``.
@@ -197,20 +199,30 @@ class DeepEMhancerPlotViewer(_DeepEMhancerViewer):
         return plotter
 
     def fscTables(self, prot):
-        found = []
+        found = [prot.fscCurveFile.get()] if prot.fscCurveFile.get() else []
         for pattern in EVALUATE_GLOBS:
             found += glob.glob(prot._getExtraPath(pattern))
-        return sorted(set(found))
+        found = [os.path.abspath(f) for f in found]
+        return sorted(set(found), key=found.index)  # the run's own curve first
 
     def plotFsc(self, prot, tables):
         from pyworkflow.gui.plotter import Plotter
 
         plotter = Plotter(windowTitle="DeepEMhancer: FSC")
         ax = plotter.createSubPlot("FSC", "spatial frequency (1/A)", "FSC")
+        own = prot.fscCurveFile.get()
         for table in tables:
             _, x, curves = readFscTable(table)
             for name, values in curves.items():
-                ax.plot(x, values, label="%s: %s" % (os.path.basename(table), name))
+                if own and os.path.abspath(table) == os.path.abspath(own):
+                    label = "half maps (this run): FSC-0.143 %.2f A" % prot.halfMapFsc0143.get()
+                else:
+                    label = "%s: %s" % (os.path.basename(table), name)
+                ax.plot(x, values, label=label)
+        limit = prot.resolutionLimitUsed.get()
+        if limit:
+            ax.axvline(1.0 / limit, color="tab:red", linestyle=":", linewidth=1,
+                       label="resolution limit %.2f A" % limit)
         ax.axhline(0.143, color="grey", linestyle="--", linewidth=0.8, label="0.143")
         ax.set_ylim(-0.1, 1.05)
         ax.legend(fontsize=7)

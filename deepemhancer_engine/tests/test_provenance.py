@@ -119,3 +119,17 @@ def test_paths():
     assert provenance.sidecar_path("/a/b/out.mrc") == Path("/a/b/out.json")
     assert provenance.sidecar_path("out.mrc.gz") == Path("out.json")
     assert provenance.fsc_path("x/enh.map") == Path("x/enh_fsc.tsv")
+
+
+def test_plugin_reads_the_files_the_engine_writes():
+    """The plugin never imports the engine: its constants name the sidecar and curve files itself."""
+    import ast
+
+    constants = Path(__file__).resolve().parents[2] / "deepemhancer_plugin" / "constants.py"
+    if not constants.exists():
+        pytest.skip("the Scipion plugin is not beside the engine")
+    values = {n.targets[0].id: n.value.value for n in ast.parse(constants.read_text()).body
+              if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name) and isinstance(n.value, ast.Constant)}
+    out = Path(values["OUTPUT_MAP"])
+    assert provenance.sidecar_path(out) == Path(values["OUTPUT_SIDECAR"])
+    assert provenance.fsc_path(out) == Path(values["OUTPUT_FSC"])
