@@ -48,10 +48,10 @@ def _stem(output: str | os.PathLike) -> Path:
 
 def limit_used(config, d_half: float | None) -> float | None:
     """The resolution (A) the output is limited to, None when it is not limited (mirrors
-    :func:`pipeline._postprocess`: ``d_half`` when automatic, else ``config.resolution``)."""
+    :func:`pipeline._postprocess`: ``config.resolution`` when given, else the half-map ``d_half``)."""
     if not config.limit_resolution:
         return None
-    return d_half if d_half is not None else config.resolution
+    return config.resolution if config.resolution is not None else d_half
 
 
 def header_labels(card, weights_sha: str, limit: float | None) -> list[str]:

@@ -17,16 +17,10 @@ from deepemhancer_engine.cli import main
 from deepemhancer_engine.io import read_map
 from deepemhancer_engine.evaluate import CURVE_AXIS_COLUMNS, RAW_HALVES, curve_column
 from deepemhancer_engine.metrics import fsc
-from deepemhancer_engine.tests.test_cli import blob_map, digest, write_mrc
-from deepemhancer_engine.testing import make_tiny_weights
+from deepemhancer_engine.tests.test_cli import blob_map, digest, tiny, write_mrc  # noqa: F401 (tiny: fixture)
 from deepemhancer_engine.weights import ModelCard
 
 SHAPE = (40, 36, 32)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return make_tiny_weights(tmp_path_factory.mktemp("weights"))
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +78,17 @@ def test_single_map_and_no_limit(tmp_path, tiny, halves):
     assert res == {"half_map_fsc0.143_A": None, "limit_A": None, "limited": False, "null_correction": False}
     with mrcfile.open(out) as m:
         assert m.header.label[2].decode() == "no resolution limit"
+
+
+def test_resolution_given_with_half_maps(tmp_path, tiny, halves):
+    out = tmp_path / "given.mrc"
+    assert main(["-i", str(halves[0]), "-i2", str(halves[1]), "-o", str(out), "--weights", str(tiny),
+                 "--resolution", "9.5", "-q"]) == 0
+    res = json.loads((tmp_path / "given.json").read_text())["resolution"]
+    assert res["limit_A"] == 9.5 and res["limited"] is True
+    assert res["half_map_fsc0.143_A"] == pytest.approx(half_map_fsc(halves).resolution(0.143), rel=1e-4)
+    with mrcfile.open(out) as m:
+        assert m.header.label[2].decode() == "resolution limit 9.5 A"
 
 
 def test_failed_sidecar_leaves_nothing(tmp_path, tiny, halves):
