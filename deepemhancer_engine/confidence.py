@@ -174,6 +174,25 @@ def describe(found: dict) -> str:
             f"{found['trusted_threshold']:g}; median {found['median_confidence']:.3f}")
 
 
+def header_label(found: dict) -> str:
+    """The summary as one MRC header label of ``key=value`` words (the Scipion protocol reads it back)."""
+    return (f"deepemhancer confidence fraction_trusted={found['fraction_trusted']:.4f} "
+            f"contour={found['contour_level']:.5g} median={found['median_confidence']:.4f}")
+
+
+def read_header_summary(labels: Sequence[str]) -> dict[str, float]:
+    """The numbers of :func:`header_label` from a map's header labels (empty when none is there).
+
+    Example:
+        >>> read_header_summary(["deepemhancer confidence fraction_trusted=0.8000 contour=0.1 median=0.7"])
+        {'fraction_trusted': 0.8, 'contour': 0.1, 'median': 0.7}
+    """
+    for label in labels:
+        if label.startswith("deepemhancer confidence "):
+            return {k: float(v) for k, v in (w.split("=", 1) for w in label.split()[2:])}
+    return {}
+
+
 def timed_confidence(e1, e2, voxel_size, resolution, params=DEFAULT_PARAMS, timings: dict | None = None):
     """:func:`confidence_map`, adding its seconds to ``timings['confidence']`` when given."""
     t0 = time.perf_counter()

@@ -410,7 +410,7 @@ def enhance_file(
                                         progress=progress)
         if report is not None:
             report["confidence"] = found.summary
-        _write_pair(out, found.enhanced, conf_out, found.confidence, grid, force)
+        _write_pair(out, found.enhanced, conf_out, found.confidence, grid, force, found.summary)
         return out
     # d_half is None unless the limit is automatic; enhance() then falls back to config.resolution
     result = enhance(volume, grid.voxel_size, config=config, mask=mask, model=model, progress=progress,
@@ -441,10 +441,13 @@ def _check_confidence_output(confidence, out: Path, inputs, mask_path, force: bo
     return conf_out
 
 
-def _write_pair(out: Path, result: np.ndarray, conf_out: Path, conf: np.ndarray, grid: GridInfo, force: bool
-                ) -> None:
-    """Write the confidence map, then the output; if the output cannot be written the confidence map goes too."""
-    write_map(conf_out, conf, grid, overwrite=force)
+def _write_pair(out: Path, result: np.ndarray, conf_out: Path, conf: np.ndarray, grid: GridInfo, force: bool,
+                found: dict) -> None:
+    """Write the confidence map (its summary in a header label), then the output; if the output cannot be
+    written the confidence map goes too."""
+    from .confidence import header_label
+
+    write_map(conf_out, conf, grid, overwrite=force, labels=[header_label(found)])
     try:
         write_map(out, result, grid, overwrite=force)
     except BaseException:

@@ -13,7 +13,7 @@ import pytest
 from scipy import ndimage
 
 from deepemhancer_engine.cli import main
-from deepemhancer_engine.confidence import confidence_map, summary
+from deepemhancer_engine.confidence import confidence_map, read_header_summary, summary
 from deepemhancer_engine.io import read_map
 from deepemhancer_engine.testing import make_tiny_weights
 
@@ -63,6 +63,9 @@ def test_confidence_is_on_the_output_grid(tmp_path, tiny, halves):
     assert cgrid == ogrid == read_map(halves[0])[1]  # shape, voxel size, origin, nstart, axis order
     with mrcfile.open(conf) as m:
         assert m.data.dtype == np.float32 and int(m.header.mode) == 2
+        labels = [bytes(x).decode().strip() for x in m.header.label[: int(m.header.nlabl)]]
+    found = read_header_summary(labels)
+    assert 0.0 <= found["fraction_trusted"] <= 1.0 and np.isfinite(found["contour"])
     assert cmap.shape == omap.shape == SHAPE
     assert np.isfinite(cmap).all() and cmap.min() >= 0.0 and cmap.max() <= 1.0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["conf.mrc", "out.mrc"]
