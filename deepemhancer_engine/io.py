@@ -367,11 +367,8 @@ def _read_data(path: Path, compressed: bool, axis_order: tuple[int, int, int]) -
     return data
 
 
-def _fill_header(mrc: mrcfile.mrcfile.MrcFile, grid: GridInfo, labels: Sequence[str] = ()) -> None:
+def _fill_header(mrc: mrcfile.mrcfile.MrcFile, grid: GridInfo) -> None:
     header = mrc.header
-    for i, text in enumerate(labels[:10]):  # the header holds 10 labels of 80 characters
-        header.label[i] = text.encode("ascii", "replace")[:80]
-    header.nlabl = min(len(labels), 10)
     header.ispg = 1
     header.mapc, header.mapr, header.maps = grid.axis_order
     nz, ny, nx = grid.shape
@@ -388,9 +385,10 @@ def write_map(
 ) -> Path:
     """Write ``array`` ([z, y, x]) as a float32 (mode 2) MRC file with the geometry of ``grid``.
 
+    ``labels``: header text lines (at most 10 of 80 characters, ASCII), e.g. a summary other tools read back.
+
     The file is written to a hidden temporary file in the same directory and renamed into place,
-    so a failed write never leaves a partial output. ``.gz`` outputs are gzip-compressed. ``labels``: up to
-    10 header labels (ASCII, 80 characters each).
+    so a failed write never leaves a partial output. ``.gz`` outputs are gzip-compressed.
 
     Raises
     ------
@@ -415,7 +413,9 @@ def write_map(
             mrc = mrcfile.new(tmp_name, overwrite=True, compression=compression)
             try:
                 mrc.set_data(np.ascontiguousarray(data.transpose(_file_perm(grid.axis_order))))
-                _fill_header(mrc, grid, labels)
+                _fill_header(mrc, grid)
+                for label in labels:
+                    mrc.add_label(label[:80])
                 mrc.close()  # writes; may raise OSError (disk full, file size limit)
             except BaseException:
                 _abandon(mrc)
