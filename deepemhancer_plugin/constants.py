@@ -47,5 +47,7 @@ OUTPUT_MAP = "deepemhancer_enhanced.mrc"
 #: weights and SHA-256, half-map FSC-0.143, limit used) and the half-map FSC curve (evaluate's columns).
 OUTPUT_SIDECAR = "deepemhancer_enhanced.json"
 OUTPUT_FSC = "deepemhancer_enhanced_fsc.tsv"
+#: The confidence map (engine's --confidence; two half-maps only), beside OUTPUT_MAP on the same grid.
+OUTPUT_CONFIDENCE = "deepemhancer_confidence.mrc"
 #: File the engine's stderr is copied to (inside the protocol's logs), parsed on failure.
 ENGINE_ERROR_PREFIX = "error: "

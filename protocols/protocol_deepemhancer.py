@@ -23,6 +23,7 @@ from deepemhancer.constants import (
     NORM_MASK,
     NORM_STATS,
     NORMALIZATIONS,
+    OUTPUT_CONFIDENCE,
     OUTPUT_FSC,
     OUTPUT_MAP,
     OUTPUT_SIDECAR,
@@ -55,7 +56,7 @@ class ProtDeepEMhancer(ProtAnalysis3D):
     """
 
     _label = "deepemhancer"
-    _possibleOutputs = {"outputVolume": Volume}
+    _possibleOutputs = {"outputVolume": Volume, "outputConfidence": Volume}
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -64,6 +65,9 @@ class ProtDeepEMhancer(ProtAnalysis3D):
         self.resolutionLimitUsed = Float()
         self.weightsDescription = String()
         self.fscCurveFile = String()
+        self.confidenceTrusted = Float()  # fraction of the molecule with confidence >= confidenceThreshold
+        self.confidenceThreshold = Float()
+        self.confidenceContour = Float()
 
     # ==================================================================================== DEFINE params
     def _defineParams(self, form):
@@ -95,6 +99,13 @@ class ProtDeepEMhancer(ProtAnalysis3D):
         group.addParam("inputVolume", params.PointerParam, pointerClass="Volume", allowsNull=True,
                        condition="not useHalfMaps or halfMapsAttached", important=True,
                        label="Input map", help="The map to enhance (or the volume holding the half-maps).")
+
+        group.addParam("computeConfidence", params.BooleanParam, default=True, condition="useHalfMaps",
+                       label="Confidence map?",
+                       help="Yes (default with two half-maps): also make a map of how far to trust the enhanced "
+                            "map, voxel by voxel (0 to 1): each half-map is enhanced on its own and their local "
+                            "agreement, calibrated against what noise alone gives, is the confidence. About 3 "
+                            "times the run time. Output: outputConfidence, on the output's grid.")
 
         group = form.addGroup("Normalization")
         group.addParam("normalization", params.EnumParam, choices=NORMALIZATIONS, default=NORM_AUTO,
@@ -204,9 +215,27 @@ class ProtDeepEMhancer(ProtAnalysis3D):
         if halves:
             vol.setHalfMaps(halves)
         self._storeProvenance()
-        self._defineOutputs(outputVolume=vol)
+        outputs = {"outputVolume": vol}
+        if self.makesConfidence():
+            outputs["outputConfidence"] = self._confidenceVolume(vol)
+        self._defineOutputs(**outputs)
         for pointer in self._inputPointers():
-            self._defineSourceRelation(pointer, vol)
+            for out in outputs.values():
+                self._defineSourceRelation(pointer, out)
+
+    def _confidenceVolume(self, vol):
+        """The confidence map as a Volume with the enhanced map's sampling, origin and dimensions."""
+        confFn = self.getConfidencePath()
+        if not os.path.exists(confFn):
+            raise RuntimeError("DeepEMhancer finished without writing %s" % confFn)
+        conf = Volume()
+        conf.setFileName(confFn)
+        conf.setSamplingRate(vol.getSamplingRate())
+        conf.setOrigin(vol.getOrigin(force=True))
+        if tuple(conf.getDim()) != tuple(vol.getDim()):
+            raise RuntimeError("DeepEMhancer confidence map %s has dimensions %s, output %s"
+                               % (confFn, conf.getDim(), vol.getDim()))
+        return conf
 
     def _storeProvenance(self):
         """Keep in the run what the engine's sidecar says: weights, half-map FSC-0.143, limit, FSC curve."""
@@ -221,7 +250,12 @@ class ProtDeepEMhancer(ProtAnalysis3D):
         self.resolutionLimitUsed.set(resolution.get("limit_A"))
         if os.path.exists(self.getFscCurvePath()):
             self.fscCurveFile.set(self.getFscCurvePath())
-        self._store(self.weightsDescription, self.halfMapFsc0143, self.resolutionLimitUsed, self.fscCurveFile)
+        confidence = record.get("confidence") or {}
+        self.confidenceTrusted.set(confidence.get("fraction_trusted"))
+        self.confidenceThreshold.set(confidence.get("trusted_threshold"))
+        self.confidenceContour.set(confidence.get("contour_level"))
+        self._store(self.weightsDescription, self.halfMapFsc0143, self.resolutionLimitUsed, self.fscCurveFile,
+                    self.confidenceTrusted, self.confidenceThreshold, self.confidenceContour)
 
     # ==================================================================================== INFO
     def _validate(self):
@@ -263,6 +297,10 @@ class ProtDeepEMhancer(ProtAnalysis3D):
         summary.append(self._limitSentence())
         if not self.nullCorrection:
             summary.append("The network's response to pure noise was kept (no null correction).")
+        if self.confidenceTrusted.get() is not None:
+            summary.append("Confidence: %.0f%% of the molecule (enhanced density above %.4g) has confidence >= %g "
+                           "(outputConfidence)." % (100 * self.confidenceTrusted.get(), self.confidenceContour.get(),
+                                                    self.confidenceThreshold.get()))
         if self.hasAttribute("outputVolume"):
             out = self.outputVolume
             summary.append("Output: %s (%s px, %.3f A/px)."
@@ -304,6 +342,11 @@ class ProtDeepEMhancer(ProtAnalysis3D):
             text += "The network's output was kept at all resolutions. "
         text += ("The network's response to pure noise was %s. The result is %s."
                  % ("subtracted" if self.nullCorrection else "kept", self.getObjectTag("outputVolume")))
+        if self.confidenceTrusted.get() is not None and self.hasAttribute("outputConfidence"):
+            text += (" A per-voxel confidence map %s (local agreement of the two half-maps enhanced "
+                     "independently, calibrated against noise) gives %.0f%% of the molecule a confidence of at "
+                     "least %g." % (self.getObjectTag("outputConfidence"), 100 * self.confidenceTrusted.get(),
+                                    self.confidenceThreshold.get()))
         return [text]
 
     def _citations(self):
@@ -312,6 +355,12 @@ class ProtDeepEMhancer(ProtAnalysis3D):
     # ==================================================================================== UTILS
     def getOutputPath(self):
         return os.path.abspath(self._getExtraPath(OUTPUT_MAP))
+
+    def getConfidencePath(self):
+        return os.path.abspath(self._getExtraPath(OUTPUT_CONFIDENCE))
+
+    def makesConfidence(self):
+        return bool(self.useHalfMaps and self.computeConfidence)
 
     def getSidecarPath(self):
         return os.path.abspath(self._getExtraPath(OUTPUT_SIDECAR))
@@ -349,6 +398,8 @@ class ProtDeepEMhancer(ProtAnalysis3D):
         if len(inputs) == 2:
             args += ["-i2", inputs[1]]
         args += ["-o", self.getOutputPath(), "-s", "%g" % self._referenceVolume().getSamplingRate()]
+        if self.makesConfidence():
+            args += ["--confidence", self.getConfidencePath()]
         norm = self.normalization.get()
         if norm == NORM_MASK:
             args += ["-m", self._maskPath()]

@@ -130,6 +130,10 @@ class TestDeepEMhancerProtocol(DeepEMhancerTestBase):
         self.assertNotIn("--resolution", pHalves.getEngineArgList())  # automatic: the half-map FSC
         self.assertProvenance(pHalves, threads=2)
         self.assertProvenance(pSingle, threads=2)
+        self.assertConfidence(pHalves)
+        self.assertFalse(pSingle.hasAttribute("outputConfidence"))  # one map: no confidence
+        self.assertNotIn("--confidence", pSingle.getEngineArgList())
+        self.assertFalse(pSingle.evalParamCondition("computeConfidence"))  # hidden for one map
         self.assertIn("Output limited to 6.50 A (set by hand)", "\n".join(pSingle.summary()))
         pHalves.limitResolution.set(False)
         self.assertIn("--no-resolution-limit", pHalves.getEngineArgList())
@@ -166,6 +170,30 @@ class TestDeepEMhancerProtocol(DeepEMhancerTestBase):
         else:
             self.assertIsNone(prot.halfMapFsc0143.get())
             self.assertIsNone(prot.fscCurveFile.get())
+
+    def assertConfidence(self, prot):
+        """outputConfidence: a Volume on the enhanced map's grid, values in 0..1; the summary gives the
+        fraction of the molecule with confidence >= 0.5, as the engine's sidecar records it."""
+        import mrcfile
+
+        self.assertTrue(prot.evalParamCondition("computeConfidence"))
+        args = prot.getEngineArgList()
+        self.assertEqual(args[args.index("--confidence") + 1], prot.getConfidencePath())
+        conf, out = prot.outputConfidence, prot.outputVolume
+        self.assertEqual(conf.getDim(), out.getDim())
+        self.assertAlmostEqual(conf.getSamplingRate(), out.getSamplingRate(), places=6)
+        self.assertEqual(conf.getOrigin(force=True).getShifts(), out.getOrigin(force=True).getShifts())
+        self.assertEqual(readHeader(conf.getFileName()), readHeader(out.getFileName()))
+        with mrcfile.open(prot.getConfidencePath()) as m:
+            data = np.asarray(m.data)
+        self.assertTrue(data.dtype == np.float32 and data.min() >= 0 and data.max() <= 1)
+        with open(prot.getSidecarPath()) as f:
+            found = json.load(f)["confidence"]
+        self.assertAlmostEqual(prot.confidenceTrusted.get(), found["fraction_trusted"], places=6)
+        self.assertEqual(found["trusted_threshold"], 0.5)
+        self.assertIn("Confidence: %.0f%% of the molecule (enhanced density above %.4g) has confidence >= 0.5"
+                      % (100 * found["fraction_trusted"], found["contour_level"]), "\n".join(prot.summary()))
+        self.assertIn("confidence map", "\n".join(prot.methods()))
 
     def test_half_maps_attached(self):
         """The default: the half-maps registered with the input volume (as Relion/cryoSPARC outputs)."""
@@ -294,6 +322,9 @@ class TestDeepEMhancerValidate(DeepEMhancerTestBase):
         self.assertEqual(args[args.index("--threads") + 1], "3")
         self.assertNotIn("--lattice", args)  # automatic: the engine's default
         self.assertNotIn("--no-null-correction", args)
+        halves = dict(inputHalf1=self.imp1.outputVolume, inputHalf2=self.imp2.outputVolume)
+        self.assertIn("--confidence", self.newDeepEMhancer(**halves).getEngineArgList())  # the default
+        self.assertNotIn("--confidence", self.newDeepEMhancer(computeConfidence=False, **halves).getEngineArgList())
         args = self.newDeepEMhancer(lattice=2, nullCorrection=False, **base).getEngineArgList()
         self.assertEqual(args[args.index("--lattice") + 1], "cubic")
         self.assertIn("--no-null-correction", args)
@@ -308,7 +339,8 @@ class TestDeepEMhancerValidate(DeepEMhancerTestBase):
         levels = {name: param.expertLevel.get() for name, param in form.iterParams()}
         advanced = {"batchSize", "stride", "blending", "lattice", "limitResolution", "resolutionLimit",
                     "nullCorrection", "cpuFallback"}
-        main = {"useHalfMaps", "halfMapsAttached", "inputHalf1", "inputHalf2", "inputVolume", "normalization",
+        main = {"useHalfMaps", "halfMapsAttached", "computeConfidence", "inputHalf1", "inputHalf2", "inputVolume",
+                "normalization",
                 "inputMask", "modelType", "performCleaning", "cleaningStrength", "useGpu", "gpuList"}
         self.assertEqual({n for n in advanced | main if levels[n] == LEVEL_ADVANCED}, advanced)
         self.assertTrue(all(levels[n] == LEVEL_NORMAL for n in main))

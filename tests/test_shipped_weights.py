@@ -69,8 +69,10 @@ class TestDeepEMhancerShippedWeights(BaseTest):
 
         # the engine itself, same inputs and options, another output
         reference = os.path.abspath(self.getOutputPath("engine_reference.mrc"))
+        referenceConf = os.path.abspath(self.getOutputPath("engine_reference_confidence.mrc"))
         args = prot.getEngineArgList()
         args[args.index("-o") + 1] = reference
+        args[args.index("--confidence") + 1] = referenceConf
         import shlex
         cmd = "%s %s" % (Plugin.getProgram(), " ".join(shlex.quote(a) for a in args))
         res = subprocess.run(cmd, shell=True, capture_output=True, text=True, env=Plugin.getEnviron(), timeout=1200)
@@ -81,9 +83,13 @@ class TestDeepEMhancerShippedWeights(BaseTest):
         self.assertEqual(out.getDim(), ref.getDim())
         self.assertAlmostEqual(out.getSamplingRate(), ref.getSamplingRate(), places=6)
         self.assertEqual(out.getOrigin(force=True).getShifts(), ref.getOrigin(force=True).getShifts())
-        self.assertEqual(readHeader(prot.getOutputPath()), readHeader(reference))
-        with mrcfile.open(prot.getOutputPath()) as a, mrcfile.open(reference) as b:
-            ours, theirs = np.asarray(a.data), np.asarray(b.data)
-        self.assertEqual(ours.shape, theirs.shape)
-        self.assertGreater(float(ours.std()), 0)
-        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5 * float(np.abs(theirs).max()))
+        conf = prot.outputConfidence
+        self.assertEqual(conf.getDim(), ref.getDim())
+        self.assertEqual(conf.getOrigin(force=True).getShifts(), ref.getOrigin(force=True).getShifts())
+        for ourFile, theirFile in ((prot.getOutputPath(), reference), (prot.getConfidencePath(), referenceConf)):
+            self.assertEqual(readHeader(ourFile), readHeader(theirFile))
+            with mrcfile.open(ourFile) as a, mrcfile.open(theirFile) as b:
+                ours, theirs = np.asarray(a.data), np.asarray(b.data)
+            self.assertEqual(ours.shape, theirs.shape)
+            self.assertGreater(float(ours.std()), 0)
+            np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5 * float(np.abs(theirs).max()))

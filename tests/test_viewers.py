@@ -50,11 +50,18 @@ class TestDeepEMhancerViewers(DeepEMhancerTestBase):
             script = f.read()
         self.assertIn('open "%s" format mrc' % self.prot.getOutputPath(), script)
         self.assertIn('open "%s" format mrc' % self.prot._engineInputPaths()[0], script)
-        self.assertEqual(script.count("\nopen "), 2)
+        self.assertIn('open "%s" format mrc' % self.prot.getConfidencePath(), script)
+        self.assertEqual(script.count("\nopen "), 3)
         self.assertIn("voxelSize 1.300000", script)
         x, y, z = self.prot.outputVolume.getShiftsFromOrigin()
         self.assertIn("origin %0.2f,%0.2f,%0.2f" % (x, y, z), script)
-        self.assertIn("\ntile\n", script)  # side by side
+        self.assertIn("\ntile #1,2\n", script)  # side by side (the confidence map stays hidden)
+        # the enhanced surface coloured by confidence, with a key naming the values
+        self.assertIn("\nvolume #3 hide\n", script)
+        self.assertIn("\ncolor sample #2 map #3 palette 0,#d7191c:0.25,#fdae61:0.5,#ffffbf:0.75,#a6d96a:1,#1a9641\n",
+                      script)
+        self.assertIn("\nkey #d7191c:0 #fdae61:0.25 #ffffbf:0.5 #a6d96a:0.75 #1a9641:1 ", script)
+        self.assertIn('2dlabels text "confidence"', script)
         level = contourLevel(readMap(self.prot.getOutputPath()))
         self.assertIn("level %g" % level, script)
 
@@ -106,7 +113,13 @@ class TestDeepEMhancerViewers(DeepEMhancerTestBase):
         views = viewer._visualize(self.prot)
         self.assertEqual(len(views), 2)
         self.assertIsInstance(views[0], Plotter)
-        self.assertEqual(len(views[0].getFigure().axes), 6)  # 2 maps x 3 orthogonal slices
+        axes = views[0].getFigure().axes
+        self.assertEqual(len(axes), 12)  # 3 maps (input, enhanced, confidence) x 3 slices + 3 colour bars
+        confidence = [ax for ax in axes if ax.get_title().startswith("confidence: ")]
+        self.assertEqual(len(confidence), 3)
+        image = confidence[0].get_images()[0]
+        self.assertEqual(image.get_cmap().name, "RdYlGn")
+        self.assertEqual(image.get_clim(), (0.0, 1.0))
         self.assertTrue(os.path.getsize(self.prot._getExtraPath(SLICES_PNG)) > 1000)
         limit = self.prot.resolutionLimitUsed.get()
         lines = {ln.get_label(): ln for ln in views[1].getFigure().axes[0].get_lines()}

@@ -28,6 +28,10 @@ EVALUATE_GLOBS = ("evaluate/*fsc*.tsv", "*fsc*.tsv")
 #: other column is one FSC curve. The engine's names: ``deepemhancer_engine.evaluate.CURVE_AXIS_COLUMNS``.
 FREQ_COLUMN, RESOLUTION_COLUMN = "freq_1_per_A", "resolution_A"
 INPUT_COLOR, OUTPUT_COLOR = "#b4b4b4", "#f0b428"
+#: Confidence colours (0 -> 1): red, orange, yellow, light green, green (ColorBrewer RdYlGn), and the values
+#: the key names.
+CONFIDENCE_PALETTE = ((0.0, "#d7191c"), (0.25, "#fdae61"), (0.5, "#ffffbf"), (0.75, "#a6d96a"), (1.0, "#1a9641"))
+CONFIDENCE_CMAP = "RdYlGn"
 
 
 def readMap(path):
@@ -75,7 +79,8 @@ class _DeepEMhancerViewer(pwviewer.Viewer):
 
 
 class DeepEMhancerChimeraViewer(_DeepEMhancerViewer):
-    """Input and enhanced maps side by side in ChimeraX, with levels from the data."""
+    """Input and enhanced maps side by side in ChimeraX, with levels from the data; with a confidence map,
+    the enhanced surface coloured by confidence, with a colour key."""
 
     _label = "ChimeraX: input and enhanced maps"
 
@@ -83,14 +88,16 @@ class DeepEMhancerChimeraViewer(_DeepEMhancerViewer):
         vol = prot.outputVolume
         sampling = vol.getSamplingRate()
         x, y, z = vol.getShiftsFromOrigin()
+        geometry = "voxelSize %f origin %0.2f,%0.2f,%0.2f" % (sampling, x, y, z)
         lines = ["# DeepEMhancer (Scipion): input (left) and enhanced map (right)"]
         for model, ((label, path), color) in enumerate(zip(self._maps(prot), (INPUT_COLOR, OUTPUT_COLOR)), 1):
             level = contourLevel(readMap(path))
             lines += ['open "%s" format mrc' % path,
-                      "volume #%d style surface voxelSize %f origin %0.2f,%0.2f,%0.2f level %g color %s"
-                      % (model, sampling, x, y, z, level, color),
+                      "volume #%d style surface %s level %g color %s" % (model, geometry, level, color),
                       'rename #%d "%s"' % (model, label)]
-        lines += ["tile", "view"]
+        if prot.hasAttribute("outputConfidence"):
+            lines += confidenceLines(os.path.abspath(stripFormat(prot.outputConfidence.getFileName())), geometry)
+        lines += ["tile #1,2", "view"]
         cxc = os.path.abspath(prot._getExtraPath(CXC_SCRIPT))
         with open(cxc, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -109,6 +116,19 @@ class DeepEMhancerChimeraViewer(_DeepEMhancerViewer):
             "ChimeraX is not configured (no %s). The script was written to\n%s\n"
             "Open it with: ChimeraX %s" % (program, cxc, cxc),
             title="ChimeraX", msgType=pwviewer.MSG_WARN)]
+
+
+def confidenceLines(path, geometry, surface=2, model=3):
+    """ChimeraX commands: open the confidence map hidden, colour the enhanced surface by it, add a key."""
+    palette = ":".join("%g,%s" % (v, c) for v, c in CONFIDENCE_PALETTE)
+    return ["# enhanced surface coloured by confidence (0 = not reproduced by both halves, 1 = reproduced)",
+            'open "%s" format mrc' % path,
+            "volume #%d %s" % (model, geometry),
+            'rename #%d "confidence: %s"' % (model, os.path.basename(path)),
+            "volume #%d hide" % model,
+            "color sample #%d map #%d palette %s" % (surface, model, palette),
+            "key %s pos 0.05,0.06 size 0.4,0.03" % " ".join("%s:%g" % (c, v) for v, c in CONFIDENCE_PALETTE),
+            '2dlabels text "confidence" xpos 0.05 ypos 0.1 size 16']
 
 
 class DeepEMhancerCootViewer(_DeepEMhancerViewer):
@@ -181,19 +201,28 @@ class DeepEMhancerPlotViewer(_DeepEMhancerViewer):
     _label = "Slices and FSC (matplotlib)"
 
     def plotSlices(self, prot):
+        """Central slices of the input, the enhanced map and, when there is one, the confidence map (0..1,
+        with a colour bar) beside them."""
         from pyworkflow.gui.plotter import Plotter
 
-        maps = self._maps(prot)
+        maps = [(label, path, False) for label, path in self._maps(prot)]
+        if prot.hasAttribute("outputConfidence"):
+            path = os.path.abspath(stripFormat(prot.outputConfidence.getFileName()))
+            maps.append(("confidence: %s" % os.path.basename(path), path, True))
         plotter = Plotter(x=len(maps), y=3, figsize=(9, 3 * len(maps)),
                           windowTitle="DeepEMhancer: central slices")
-        for label, path in maps:
+        for label, path, isConfidence in maps:
             data = readMap(path)
             nz, ny, nx = data.shape
             for title, img in (("XY (z=%d)" % (nz // 2), data[nz // 2]),
                                ("XZ (y=%d)" % (ny // 2), data[:, ny // 2, :]),
                                ("YZ (x=%d)" % (nx // 2), data[:, :, nx // 2])):
                 ax = plotter.createSubPlot("%s\n%s" % (label, title), None, None)
-                ax.imshow(img, cmap="gray", origin="lower")
+                if isConfidence:
+                    image = ax.imshow(img, cmap=CONFIDENCE_CMAP, vmin=0.0, vmax=1.0, origin="lower")
+                    plotter.getFigure().colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+                else:
+                    ax.imshow(img, cmap="gray", origin="lower")
         plotter.tightLayout()
         plotter.getFigure().savefig(prot._getExtraPath(SLICES_PNG), dpi=80)
         return plotter

@@ -3,6 +3,7 @@ high where the halves share detail, near 0 where they share only noise."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -68,7 +69,10 @@ def test_confidence_is_on_the_output_grid(tmp_path, tiny, halves):
     assert 0.0 <= found["fraction_trusted"] <= 1.0 and np.isfinite(found["contour"])
     assert cmap.shape == omap.shape == SHAPE
     assert np.isfinite(cmap).all() and cmap.min() >= 0.0 and cmap.max() <= 1.0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["conf.mrc", "out.mrc"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conf.mrc", "out.json", "out.mrc", "out_fsc.tsv"]
+    section = json.loads((tmp_path / "out.json").read_text())["confidence"]  # the sidecar's confidence section
+    assert section["map"] == str((tmp_path / "conf.mrc").resolve())
+    assert section["fraction_trusted"] == pytest.approx(found["fraction_trusted"], abs=1e-4)
 
 
 def test_single_map_with_confidence_is_a_clean_error(tmp_path, tiny, halves, capsys):

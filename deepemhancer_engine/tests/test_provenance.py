@@ -31,6 +31,11 @@ def halves(tmp_path_factory) -> tuple[Path, Path]:
                       + np.random.default_rng(7).normal(0, 0.2, SHAPE).astype(np.float32)))
 
 
+def header_labels(path) -> list[str]:
+    with mrcfile.open(path) as m:
+        return [m.header.label[i].decode().strip() for i in range(int(m.header.nlabl))]
+
+
 def half_map_fsc(halves):
     (a, grid), (b, _) = read_map(halves[0]), read_map(halves[1])
     return fsc(a, b, grid.voxel_size)
@@ -62,11 +67,10 @@ def test_sidecar_curve_and_labels(tmp_path, tiny, halves):
     assert lines[0].split("\t") == [*CURVE_AXIS_COLUMNS, curve_column(RAW_HALVES)]
     values = np.array([[float(v) for v in ln.split("\t")] for ln in lines[1:]])
     assert np.allclose(values[:, 2], expected.fsc, atol=1e-4)
-    with mrcfile.open(out) as m:
-        labels = [m.header.label[i].decode() for i in range(int(m.header.nlabl))]
-    assert labels[0].startswith("deepemhancer ")
-    assert labels[1] == f"weights {card.name} {card.version or '?'} sha256:{card.sha256[:12]}"
-    assert labels[2] == f"resolution limit {d_half:.3g} A"
+    labels = header_labels(out)
+    assert any(label.startswith("deepemhancer ") for label in labels)
+    assert f"weights {card.name} {card.version or '?'} sha256:{card.sha256[:12]}" in labels
+    assert f"resolution limit {d_half:.3g} A" in labels
 
 
 def test_single_map_and_no_limit(tmp_path, tiny, halves):
@@ -76,8 +80,7 @@ def test_single_map_and_no_limit(tmp_path, tiny, halves):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["single.json", "single.mrc"]  # no curve: one map
     res = json.loads((tmp_path / "single.json").read_text())["resolution"]
     assert res == {"half_map_fsc0.143_A": None, "limit_A": None, "limited": False, "null_correction": False}
-    with mrcfile.open(out) as m:
-        assert m.header.label[2].decode() == "no resolution limit"
+    assert "no resolution limit" in header_labels(out)
 
 
 def test_resolution_given_with_half_maps(tmp_path, tiny, halves):
@@ -87,8 +90,7 @@ def test_resolution_given_with_half_maps(tmp_path, tiny, halves):
     res = json.loads((tmp_path / "given.json").read_text())["resolution"]
     assert res["limit_A"] == 9.5 and res["limited"] is True
     assert res["half_map_fsc0.143_A"] == pytest.approx(half_map_fsc(halves).resolution(0.143), rel=1e-4)
-    with mrcfile.open(out) as m:
-        assert m.header.label[2].decode() == "resolution limit 9.5 A"
+    assert "resolution limit 9.5 A" in header_labels(out)
 
 
 def test_failed_sidecar_leaves_nothing(tmp_path, tiny, halves):
