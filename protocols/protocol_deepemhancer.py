@@ -200,42 +200,33 @@ class ProtDeepEMhancer(ProtAnalysis3D):
             raise RuntimeError(self._engineFailureMessage(exc.returncode, errLog, start)) from None
 
     def createOutputStep(self):
-        ref = self._referenceVolume()
-        outFn = self.getOutputPath()
-        if not os.path.exists(outFn):
-            raise RuntimeError("DeepEMhancer finished without writing %s" % outFn)
-        vol = Volume()
-        vol.setFileName(outFn)
-        vol.setSamplingRate(ref.getSamplingRate())
-        vol.setOrigin(ref.getOrigin(force=True))
-        inDim, outDim = ref.getDim(), vol.getDim()
-        if tuple(inDim) != tuple(outDim):
-            raise RuntimeError("DeepEMhancer output %s has dimensions %s, input %s" % (outFn, outDim, inDim))
+        vol = self._engineVolume(self.getOutputPath(), self._referenceVolume(), "output")
         halves = self._halfMapFileNames()
         if halves:
             vol.setHalfMaps(halves)
         self._storeProvenance()
         outputs = {"outputVolume": vol}
         if self.makesConfidence():
-            outputs["outputConfidence"] = self._confidenceVolume(vol)
+            outputs["outputConfidence"] = self._engineVolume(self.getConfidencePath(), vol, "confidence map")
         self._defineOutputs(**outputs)
         for pointer in self._inputPointers():
             for out in outputs.values():
                 self._defineSourceRelation(pointer, out)
 
-    def _confidenceVolume(self, vol):
-        """The confidence map as a Volume with the enhanced map's sampling, origin and dimensions."""
-        confFn = self.getConfidencePath()
-        if not os.path.exists(confFn):
-            raise RuntimeError("DeepEMhancer finished without writing %s" % confFn)
-        conf = Volume()
-        conf.setFileName(confFn)
-        conf.setSamplingRate(vol.getSamplingRate())
-        conf.setOrigin(vol.getOrigin(force=True))
-        if tuple(conf.getDim()) != tuple(vol.getDim()):
-            raise RuntimeError("DeepEMhancer confidence map %s has dimensions %s, output %s"
-                               % (confFn, conf.getDim(), vol.getDim()))
-        return conf
+    @staticmethod
+    def _engineVolume(fn, like, what):
+        """A file the engine wrote, as a Volume with the sampling and origin of ``like``, whose dimensions
+        it must have."""
+        if not os.path.exists(fn):
+            raise RuntimeError("DeepEMhancer finished without writing %s" % fn)
+        vol = Volume()
+        vol.setFileName(fn)
+        vol.setSamplingRate(like.getSamplingRate())
+        vol.setOrigin(like.getOrigin(force=True))
+        if tuple(vol.getDim()) != tuple(like.getDim()):
+            raise RuntimeError("DeepEMhancer %s %s has dimensions %s, input %s"
+                               % (what, fn, vol.getDim(), like.getDim()))
+        return vol
 
     def _storeProvenance(self):
         """Keep in the run what the engine's sidecar says: weights, half-map FSC-0.143, limit, FSC curve."""
