@@ -222,7 +222,7 @@ class ProtDeepEMhancer(ProtAnalysis3D):
         vol = Volume()
         vol.setFileName(fn)
         vol.setSamplingRate(like.getSamplingRate())
-        vol.setOrigin(like.getOrigin(force=True))
+        vol.setOrigin(like.getOrigin(force=True).clone())  # its own object: two outputs cannot share one
         if tuple(vol.getDim()) != tuple(like.getDim()):
             raise RuntimeError("DeepEMhancer %s %s has dimensions %s, input %s"
                                % (what, fn, vol.getDim(), like.getDim()))

@@ -194,6 +194,8 @@ class TestDeepEMhancerProtocol(DeepEMhancerTestBase):
         self.assertIn("Confidence: %.0f%% of the molecule (enhanced density above %.4g) has confidence >= 0.5"
                       % (100 * found["fraction_trusted"], found["contour_level"]), "\n".join(prot.summary()))
         self.assertIn("confidence map", "\n".join(prot.methods()))
+        with open(prot.getStderrLog()) as f:
+            self.assertNotIn("Traceback", f.read())  # e.g. two outputs sharing one origin object fail to store
 
     def test_half_maps_attached(self):
         """The default: the half-maps registered with the input volume (as Relion/cryoSPARC outputs)."""
