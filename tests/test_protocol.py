@@ -10,7 +10,6 @@ import shutil
 import time
 
 import numpy as np
-
 from deepemhancer.protocols import ProtDeepEMhancer
 from deepemhancer.tests.common import (
     BOX,

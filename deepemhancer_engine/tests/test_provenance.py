@@ -14,13 +14,15 @@ import pytest
 
 from deepemhancer_engine import provenance
 from deepemhancer_engine.cli import main
-from deepemhancer_engine.io import read_map
 from deepemhancer_engine.evaluate import CURVE_AXIS_COLUMNS, RAW_HALVES, curve_column
+from deepemhancer_engine.io import read_map
 from deepemhancer_engine.metrics import fsc
-from deepemhancer_engine.tests.test_cli import blob_map, digest, tiny, write_mrc  # noqa: F401 (tiny: fixture)
+from deepemhancer_engine.tests import test_cli
+from deepemhancer_engine.tests.test_cli import blob_map, digest, write_mrc
 from deepemhancer_engine.weights import ModelCard
 
 SHAPE = (40, 36, 32)
+tiny = test_cli.tiny  # the module-scoped tiny-weights fixture
 
 
 @pytest.fixture(scope="module")
