@@ -1,8 +1,8 @@
 """The shipped default weights (tightTarget) on the bundled example half-maps, through Scipion, checked
 against the engine's own output for the same inputs and options (values, sampling, origin, dimensions).
 
-The example maps live in the source tree (``examples/``); the test is skipped where they are not there
-(an installed wheel without the checkout).
+The example maps live in the source tree (``examples/``; DEEPEMHANCER_EXAMPLES names another folder); the
+test is skipped where they cannot be found (an installed wheel run away from the checkout).
 """
 
 import json
@@ -19,16 +19,20 @@ from pyworkflow.tests import BaseTest, setupTestProject
 
 
 def exampleHalfMaps():
-    """(half1, half2) of the checkout's examples/ folder, or None."""
+    """(half1, half2) of the checkout's examples/ folder (DEEPEMHANCER_EXAMPLES, else above the plugin's
+    files or the current folder: a wheel install run from the checkout), or None."""
     import deepemhancer
 
-    for start in (os.path.realpath(deepemhancer.__file__), os.path.realpath(__file__)):
+    folders = [os.environ.get("DEEPEMHANCER_EXAMPLES", "")]
+    for start in (os.path.realpath(deepemhancer.__file__), os.path.realpath(__file__), os.path.join(os.getcwd(), "x")):
         folder = os.path.dirname(start)
         for _ in range(4):
+            folders.append(os.path.join(folder, "examples"))
             folder = os.path.dirname(folder)
-            halves = tuple(os.path.join(folder, "examples", "half%d.mrc" % i) for i in (1, 2))
-            if all(os.path.exists(h) for h in halves):
-                return halves
+    for folder in filter(None, folders):
+        halves = tuple(os.path.join(folder, "half%d.mrc" % i) for i in (1, 2))
+        if all(os.path.exists(h) for h in halves):
+            return halves
     return None
 
 
