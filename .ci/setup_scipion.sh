@@ -61,7 +61,9 @@ if [ ! -f "$SCIPION_HOME/config/scipion.conf" ] || [ ! -f "$SCIPION_HOME/config/
 fi
 
 step "3. plugin (editable) from $REPO"
-"$VENV/bin/python" -m pip install -q -e "$REPO"
+# strict editable mode: a link tree with the installed layout (deepemhancer/tests beside deepemhancer/...),
+# which `scipion3 tests --grep/--run` needs to find the tests; new files need this line run again
+"$VENV/bin/python" -m pip install -q -e "$REPO" --config-settings editable_mode=strict
 # pip can report success while the mapped packages are unusable (legacy develop): check the entry point
 "$VENV/bin/python" - <<'EOF'
 from importlib.metadata import entry_points

@@ -77,11 +77,13 @@ def config_from_args(args: argparse.Namespace):
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``deepemhancer`` command; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    command_line = ["deepemhancer", *argv]  # recorded in the output's provenance
     name = DEFAULT_COMMAND
     if argv and argv[0] in SUBCOMMANDS:
         name, argv = argv[0], argv[1:]
     parser = build_parser(name)
     args = parser.parse_args(argv)
+    args.command_line = command_line
     module = command_module(name)
     check = getattr(module, "check_args", None)
     if check is not None:

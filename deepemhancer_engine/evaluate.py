@@ -548,7 +548,7 @@ def write_outputs(result: EvaluationResult, outdir: Path, volumes: dict, *, plot
     outdir.mkdir(parents=True, exist_ok=True)
     files = result.files
     files["metrics"] = str(_write_metrics_tsv(result, outdir / "metrics.tsv"))
-    files["curves"] = str(_write_curves_tsv(result.curves, outdir / "fsc_curves.tsv"))
+    files["curves"] = str(write_curves_tsv(result.curves, outdir / "fsc_curves.tsv"))
     (outdir / "summary.json").write_text(json.dumps(result.to_summary(), indent=1, default=float))
     files["summary"] = str(outdir / "summary.json")
     if plots:
@@ -563,7 +563,7 @@ def _write_metrics_tsv(result: EvaluationResult, path: Path) -> Path:
     return path
 
 
-def _write_curves_tsv(curves: dict[str, M.FSCCurve], path: Path) -> Path:
+def write_curves_tsv(curves: dict[str, M.FSCCurve], path: Path) -> Path:
     """:data:`CURVE_AXIS_COLUMNS` then one FSC column per curve, on the shells of the first curve."""
     first = next(iter(curves.values()))
     header = "\t".join([*CURVE_AXIS_COLUMNS, *(curve_column(k) for k in curves)])

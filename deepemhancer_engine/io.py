@@ -19,7 +19,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Union
+from typing import Callable, Iterator, Sequence, Union
 
 import mrcfile
 import numpy as np
@@ -381,9 +381,11 @@ def _fill_header(mrc: mrcfile.mrcfile.MrcFile, grid: GridInfo) -> None:
 
 
 def write_map(
-    path: PathLike, array: npt.ArrayLike, grid: GridInfo, *, overwrite: bool = False
+    path: PathLike, array: npt.ArrayLike, grid: GridInfo, *, overwrite: bool = False, labels: Sequence[str] = ()
 ) -> Path:
     """Write ``array`` ([z, y, x]) as a float32 (mode 2) MRC file with the geometry of ``grid``.
+
+    ``labels``: header text lines (at most 10 of 80 characters, ASCII), e.g. a summary other tools read back.
 
     The file is written to a hidden temporary file in the same directory and renamed into place,
     so a failed write never leaves a partial output. ``.gz`` outputs are gzip-compressed.
@@ -412,6 +414,8 @@ def write_map(
             try:
                 mrc.set_data(np.ascontiguousarray(data.transpose(_file_perm(grid.axis_order))))
                 _fill_header(mrc, grid)
+                for label in labels:
+                    mrc.add_label(label[:80])
                 mrc.close()  # writes; may raise OSError (disk full, file size limit)
             except BaseException:
                 _abandon(mrc)

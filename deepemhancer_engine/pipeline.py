@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -232,9 +233,14 @@ def check_working_grid(shape: Sequence[int], voxel_size: Sequence[float], target
 
 def half_map_resolution(half1: np.ndarray, half2: np.ndarray, voxel_size: Sequence[float]) -> float:
     """FSC-0.143 resolution (A) between two half maps, unmasked (the conservative figure)."""
+    return half_map_fsc(half1, half2, voxel_size).resolution(0.143)
+
+
+def half_map_fsc(half1: np.ndarray, half2: np.ndarray, voxel_size: Sequence[float]):
+    """The unmasked FSC curve (:class:`metrics.FSCCurve`) between two half maps."""
     from .metrics import fsc
 
-    return fsc(half1, half2, voxel_size).resolution(0.143)
+    return fsc(half1, half2, voxel_size)
 
 
 def read_half_maps(
@@ -260,32 +266,35 @@ def read_half_maps(
 
 def read_inputs(
     inputs: Sequence[str | os.PathLike], mask: str | os.PathLike | None = None, *, fsc: bool = False
-) -> tuple[np.ndarray, GridInfo, np.ndarray | None, float | None]:
+) -> tuple[np.ndarray, GridInfo, np.ndarray | None, object | None]:
     """Read one map or two half maps (averaged) and an optional mask, checking they agree.
 
     Returns the map (the average of the halves), its grid, the mask or None, and with ``fsc`` and two
-    half maps their FSC-0.143 resolution (A; otherwise None).
+    half maps their unmasked FSC curve (:class:`metrics.FSCCurve`; otherwise None).
     """
     volume, half2, grid = read_half_maps(inputs)
-    d_half = None
+    curve = None
     if half2 is not None:
         if fsc:
-            d_half = half_map_resolution(volume, half2, grid.voxel_size)
-            log.info("Half-map FSC-0.143 (unmasked): %.3g A", d_half)
+            curve = half_map_fsc(volume, half2, grid.voxel_size)
+            log.info("Half-map FSC-0.143 (unmasked): %.3g A", curve.resolution(0.143))
         volume = np.add(volume, half2, dtype=np.float32)  # a new array: inputs stay read-only
         volume *= 0.5
         del half2
-    mask_arr = None
-    if mask is not None:
-        mask_arr, mgrid = read_map(mask, what="mask")
-        if mgrid.shape != grid.shape:
-            raise InputError(
-                f"{mask}: mask shape {mgrid.shape} differs from map shape {grid.shape} ({inputs[0]})"
-            )
-        lo, hi = float(mask_arr.min()), float(mask_arr.max())
-        if lo < -1e-3 or hi > 1 + 1e-3:
-            raise InputError(f"{mask}: mask values must lie between 0 and 1, found {lo:.4g} to {hi:.4g}")
-    return volume, grid, mask_arr, d_half
+    return volume, grid, _read_mask(mask, grid, inputs[0]), curve
+
+
+def _read_mask(mask: str | os.PathLike | None, grid: GridInfo, first: str | os.PathLike) -> np.ndarray | None:
+    """The mask (None without one), checked to match the map's shape and to hold values in 0..1."""
+    if mask is None:
+        return None
+    mask_arr, mgrid = read_map(mask, what="mask")
+    if mgrid.shape != grid.shape:
+        raise InputError(f"{mask}: mask shape {mgrid.shape} differs from map shape {grid.shape} ({first})")
+    lo, hi = float(mask_arr.min()), float(mask_arr.max())
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise InputError(f"{mask}: mask values must lie between 0 and 1, found {lo:.4g} to {hi:.4g}")
+    return mask_arr
 
 
 def check_output(output: str | os.PathLike, inputs: Sequence[str | os.PathLike], *, force: bool) -> Path:
@@ -306,6 +315,63 @@ def check_output(output: str | os.PathLike, inputs: Sequence[str | os.PathLike],
     return out
 
 
+@dataclasses.dataclass
+class ConfidenceResult:
+    """The enhanced average of two half maps, its confidence map (:mod:`confidence`, same shape, 0..1), the
+    summary of :func:`confidence.summary` and the half-map FSC-0.143 resolution (A) the confidence used."""
+
+    enhanced: np.ndarray
+    confidence: np.ndarray
+    summary: dict
+    resolution: float
+
+
+def enhance_with_confidence(
+    half1: np.ndarray,
+    half2: np.ndarray,
+    voxel_size: float | Sequence[float],
+    *,
+    config: EnhanceConfig | None = None,
+    mask: np.ndarray | None = None,
+    model: LoadedModel | None = None,
+    progress: Progress | None = None,
+    timings: dict[str, float] | None = None,
+    resolution: float | None = None,
+    params=None,
+) -> ConfidenceResult:
+    """Enhance the average of two half maps, as :func:`enhance` does, and each half on its own with the same
+    model and settings; the two enhanced halves give the confidence map (:func:`confidence.confidence_map`).
+
+    ``resolution`` (A): the limit of :func:`enhance` (default: ``config.resolution``, else the half-map
+    FSC-0.143 when the limit is on). ``params``: :class:`confidence.ConfidenceParams` (default: the tuned ones).
+    """
+    from .confidence import DEFAULT_PARAMS, describe, summary, timed_confidence
+
+    config = config or EnhanceConfig()
+    model = model or load(config)
+    vs = as_xyz(voxel_size)
+    half1, half2 = np.asarray(half1, dtype=np.float32), np.asarray(half2, dtype=np.float32)
+    if half1.shape != half2.shape:
+        raise InputError(f"half maps differ in shape: {half1.shape} and {half2.shape}")
+    d_half = half_map_resolution(half1, half2, vs)
+    log.info("Half-map FSC-0.143 (unmasked): %.3g A", d_half)
+    if resolution is None:
+        resolution = config.resolution if config.resolution is not None else d_half
+    run = dict(config=config, mask=mask, model=model, progress=progress, timings=timings, resolution=resolution)
+    average = np.add(half1, half2, dtype=np.float32)
+    average *= 0.5
+    enhanced = enhance(average, vs, **run)
+    del average
+    log.info("Enhancing each half on its own for the confidence map")
+    e1 = enhance(half1, vs, **run)
+    e2 = enhance(half2, vs, **run)
+    conf = timed_confidence(e1, e2, vs, d_half, params or DEFAULT_PARAMS, timings)
+    del e1, e2
+    found = summary(enhanced, conf)
+    log.info("%s", describe(found))
+    return ConfidenceResult(enhanced=enhanced, confidence=conf, summary=found, resolution=d_half)
+
+
 def enhance_file(
     inputs: Sequence[str | os.PathLike] | str | os.PathLike,
     output: str | os.PathLike,
@@ -315,35 +381,128 @@ def enhance_file(
     model: LoadedModel | Callable[[], LoadedModel] | None = None,
     progress: Progress | None = None,
     voxel_size: float | None = None,
+    confidence: str | os.PathLike | None = None,
+    report: dict | None = None,
+    provenance: bool | dict = True,
 ) -> Path:
     """Enhance one map or a pair of half maps on disk and write ``output`` atomically.
 
     The output keeps the input's shape, voxel size, origin and axis order. Inputs are never modified.
     ``voxel_size`` (A) overrides the header's voxel size, for processing and in the output header.
     ``model`` may be a loaded model or a function returning one (called after the inputs are checked).
+    ``confidence`` (two half maps only): also write the confidence map (:func:`enhance_with_confidence`) there,
+    on the output's grid; both files are written at the end, and a failure leaves neither. ``report``, when
+    given, receives ``"confidence"``: the summary (:func:`confidence.summary`).
+    ``provenance``: write ``OUT.json`` and, with half maps, ``OUT_fsc.tsv`` beside the output (:mod:`provenance`;
+    a dict adds sidecar entries); the header labels are written always.
     """
+    t_start = time.perf_counter()
     config = config or EnhanceConfig()
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     mask_path = config.normalization.mask if config.normalization.mode is NormMode.MASK else None
     out = check_output(output, [*inputs, mask_path], force=force)
+    conf_out = _check_confidence_output(confidence, out, inputs, mask_path, force)
     auto_limit = config.limit_resolution and config.resolution is None
-    volume, grid, mask, d_half = read_inputs(inputs, mask_path, fsc=auto_limit)
-    if voxel_size is not None:
-        if not (voxel_size > 0 and math.isfinite(voxel_size)):
-            raise InputError(f"voxel size (-s) must be a positive number, got {voxel_size!r}")
-        grid = dataclasses.replace(grid, voxel_size=(float(voxel_size),) * 3)
+    volume, half2, grid, mask, curve = _read_for_enhance(inputs, mask_path, halves_apart=conf_out is not None)
+    d_half = curve.resolution(0.143) if curve is not None else None
+    grid = _override_voxel_size(grid, voxel_size)
     log.info(
         "Input %s: %s voxels, %s A/voxel, origin %s", ", ".join(str(p) for p in inputs),
         _fmt_shape(grid.shape), _fmt_vs(grid.voxel_size), tuple(round(o, 3) for o in grid.origin),
     )
     model = model() if callable(model) else (model or load(config))
-    # d_half is None unless the limit is automatic; enhance() then falls back to config.resolution
-    result = enhance(volume, grid.voxel_size, config=config, mask=mask, model=model, progress=progress,
-                     resolution=d_half)
-    write_map(out, result, grid, overwrite=force)
+    timings: dict[str, float] = {}
+    extra = dict(provenance) if isinstance(provenance, dict) else {}
+    if conf_out is not None:
+        found = enhance_with_confidence(volume, half2, grid.voxel_size, config=config, mask=mask, model=model,
+                                        progress=progress, timings=timings)
+        if report is not None:
+            report["confidence"] = found.summary
+        result = found.enhanced
+        extra["confidence"] = {"map": str(conf_out.resolve()), **found.summary}
+    else:  # without the automatic limit, enhance() takes config.resolution
+        result = enhance(volume, grid.voxel_size, config=config, mask=mask, model=model, progress=progress,
+                         resolution=d_half if auto_limit else None, timings=timings)
+    timings["total"] = time.perf_counter() - t_start
+    record = dict(config=config, inputs=inputs, output=out, grid=grid, model=model, d_half=d_half,
+                  voxel_size_override=voxel_size, timings=timings)
+    write = functools.partial(_write_with_provenance, out, result, grid, force=force, provenance=provenance,
+                              curve=curve, record=record, extra=extra)
+    _write_confidence_first(conf_out, found if conf_out else None, grid, force, write)
     log.info("Wrote %s", out)
     return out
+
+
+def _read_for_enhance(inputs, mask_path, *, halves_apart: bool):
+    """``(map or average, half 2 or None, grid, mask, half-map FSC curve or None)``; ``halves_apart`` keeps the
+    two half maps (for the confidence map), otherwise they are averaged (:func:`read_inputs`)."""
+    if halves_apart:
+        volume, half2, grid = read_half_maps(inputs)
+        return volume, half2, grid, _read_mask(mask_path, grid, inputs[0]), half_map_fsc(volume, half2,
+                                                                                         grid.voxel_size)
+    volume, grid, mask, curve = read_inputs(inputs, mask_path, fsc=True)
+    return volume, None, grid, mask, curve
+
+
+def _write_with_provenance(out: Path, result: np.ndarray, grid: GridInfo, *, force: bool, provenance: bool | dict,
+                           curve, record: dict, extra: dict) -> None:
+    """The map (header labels naming the engine, weights and limit), then the sidecar and FSC curve;
+    if those fail the map is removed too, so a run leaves all of its files or none."""
+    from . import provenance as prov
+
+    sidecar = prov.build(**record)
+    limit = sidecar["resolution"]["limit_A"]
+    write_map(out, result, grid, overwrite=force,
+              labels=prov.header_labels(record["model"].card, sidecar["weights"]["sha256"], limit))
+    if not provenance:
+        return
+    sidecar.update(extra)
+    try:
+        prov.write(out, sidecar, curve)
+    except BaseException:
+        prov.remove([out])
+        raise
+
+
+def _override_voxel_size(grid: GridInfo, voxel_size: float | None) -> GridInfo:
+    if voxel_size is None:
+        return grid
+    if not (voxel_size > 0 and math.isfinite(voxel_size)):
+        raise InputError(f"voxel size (-s) must be a positive number, got {voxel_size!r}")
+    return dataclasses.replace(grid, voxel_size=(float(voxel_size),) * 3)
+
+
+def _check_confidence_output(confidence, out: Path, inputs, mask_path, force: bool) -> Path | None:
+    """The confidence map's path, checked like the output's; InputError for a single map or the output's name."""
+    if confidence is None:
+        return None
+    if len(inputs) != 2:
+        raise InputError(f"{confidence}: a confidence map needs two half maps (-i HALF1 -i2 HALF2), "
+                         "got one map; nothing written")
+    conf_out = check_output(confidence, [*inputs, mask_path], force=force)
+    if _same_file(conf_out, out) or conf_out.resolve() == out.resolve():
+        raise InputError(f"{conf_out}: the confidence map and the output map are the same file")
+    return conf_out
+
+
+def _write_confidence_first(conf_out: Path | None, found: ConfidenceResult | None, grid: GridInfo, force: bool,
+                            write_rest: Callable[[], None]) -> None:
+    """Write the confidence map (its summary in a header label; none without ``conf_out``), then the output
+    and its provenance (``write_rest``); if those cannot be written the confidence map goes too."""
+    from .confidence import header_label
+
+    if conf_out is None:
+        write_rest()
+        return
+    write_map(conf_out, found.confidence, grid, overwrite=force, labels=[header_label(found.summary)])
+    try:
+        write_rest()
+    except BaseException:
+        with contextlib.suppress(OSError):
+            conf_out.unlink()
+        raise
+    log.info("Wrote %s", conf_out)
 
 
 class _StageClock:

@@ -33,7 +33,7 @@ from .constants import (
     PYTHON_VERSION_CONDA,
 )
 
-_PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
+_PLUGIN_DIR = os.path.dirname(os.path.realpath(__file__))  # the checkout, also through a strict editable install
 #: Written by the install commands once the engine answers ``deepemhancer info``; holds the backend.
 INSTALLED_FLAG = "ENGINE_INSTALLED"
 

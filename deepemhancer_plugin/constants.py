@@ -37,8 +37,17 @@ NORMALIZATIONS = ["Automatic", "Noise statistics", "Mask"]
 NORM_AUTO, NORM_STATS, NORM_MASK = range(3)
 BLEND_MODES = ["gaussian", "constant"]
 BLEND_GAUSSIAN, BLEND_CONSTANT = range(2)
+#: The engine's --lattice; "automatic" passes nothing (fcc with gaussian blending and stride <= 32).
+LATTICES = ["automatic", "fcc", "cubic"]
+LATTICE_AUTO, LATTICE_FCC, LATTICE_CUBIC = range(3)
 
 #: Name of the enhanced map inside the protocol's extra folder.
 OUTPUT_MAP = "deepemhancer_enhanced.mrc"
+#: Written by the engine beside OUTPUT_MAP (deepemhancer_engine.provenance): the JSON sidecar (options,
+#: weights and SHA-256, half-map FSC-0.143, limit used) and the half-map FSC curve (evaluate's columns).
+OUTPUT_SIDECAR = "deepemhancer_enhanced.json"
+OUTPUT_FSC = "deepemhancer_enhanced_fsc.tsv"
+#: The confidence map (engine's --confidence; two half-maps only), beside OUTPUT_MAP on the same grid.
+OUTPUT_CONFIDENCE = "deepemhancer_confidence.mrc"
 #: File the engine's stderr is copied to (inside the protocol's logs), parsed on failure.
 ENGINE_ERROR_PREFIX = "error: "

@@ -1,9 +1,11 @@
 """ProtDeepEMhancer: deep-learning post-processing of a cryo-EM map (or its two half-maps).
 
 The work runs in the engine's managed environment through its CLI (``deepemhancer -i ... -o ...``);
-this module only builds the command line, checks inputs before anything runs and registers the output.
+this module only builds the command line, checks inputs before anything runs, registers the output and
+reads the provenance the engine writes beside it (weights, SHA-256, half-map FSC, resolution limit).
 """
 
+import json
 import os
 import re
 import shutil
@@ -14,21 +16,30 @@ from deepemhancer import ENGINE_VERSION, Plugin
 from deepemhancer.constants import (
     BLEND_MODES,
     ENGINE_ERROR_PREFIX,
+    LATTICE_AUTO,
+    LATTICES,
     MODEL_TYPES,
     NORM_AUTO,
     NORM_MASK,
     NORM_STATS,
     NORMALIZATIONS,
+    OUTPUT_CONFIDENCE,
+    OUTPUT_FSC,
     OUTPUT_MAP,
+    OUTPUT_SIDECAR,
 )
 from pwem.objects import Volume
 from pwem.protocols import ProtAnalysis3D
+from pyworkflow.object import Float, String
 from pyworkflow.protocol.constants import GPU_LIST, USE_GPU
+from pyworkflow.protocol.params import LEVEL_ADVANCED
 
 MRC_EXTENSIONS = (".mrc", ".map", ".ccp4", ".mrcs", ".rec")
 #: Relative tolerance when comparing sampling rates (A/px) of two inputs.
 SAMPLING_RTOL = 1e-3
 EXIT_MEANINGS = {2: "bad input", 3: "model weights problem", 4: "compute device problem"}
+#: Characters of the weights' SHA-256 quoted in the summary and methods (as in the map's header labels).
+SHA_PREFIX = 12
 
 
 def stripFormat(fn):
@@ -37,12 +48,26 @@ def stripFormat(fn):
 
 
 class ProtDeepEMhancer(ProtAnalysis3D):
-    """Enhance a cryo-EM map with DeepEMhancer (PyTorch): a 3D U-Net trained to produce
-    tightly-masked, locally sharpened maps from half-maps (recommended) or a single map.
+    """Enhance a cryo-EM map with a PyTorch re-implementation of DeepEMhancer (Sanchez-Garcia et al.
+    2021): a 3D U-Net that produces tightly-masked, locally sharpened maps from two half-maps
+    (recommended) or one map. The network weights are this project's own, trained on simulated data,
+    not the original's; the output keeps the network's detail only up to the half-map resolution, and
+    the run records the weights (name, version, SHA-256), the half-map FSC and the limit used.
     """
 
     _label = "deepemhancer"
-    _possibleOutputs = {"outputVolume": Volume}
+    _possibleOutputs = {"outputVolume": Volume, "outputConfidence": Volume}
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        # filled from the engine's sidecar when the output is registered
+        self.halfMapFsc0143 = Float()
+        self.resolutionLimitUsed = Float()
+        self.weightsDescription = String()
+        self.fscCurveFile = String()
+        self.confidenceTrusted = Float()  # fraction of the molecule with confidence >= confidenceThreshold
+        self.confidenceThreshold = Float()
+        self.confidenceContour = Float()
 
     # ==================================================================================== DEFINE params
     def _defineParams(self, form):
@@ -50,9 +75,9 @@ class ProtDeepEMhancer(ProtAnalysis3D):
                        label="Use GPU?",
                        help="No: run on the CPU (slower, always possible).")
         form.addHidden(GPU_LIST, params.StringParam, default="0",
-                       label="GPU IDs",
-                       help="GPU indices, e.g. 0 or 0,1, counted among the GPUs visible to the job "
-                            "(CUDA_VISIBLE_DEVICES is honoured).")
+                       label="GPU ID",
+                       help="One GPU index, e.g. 0, counted among the GPUs visible to the job "
+                            "(CUDA_VISIBLE_DEVICES is honoured). A run uses one GPU.")
         form.addSection(label="Input")
 
         group = form.addGroup("Input maps")
@@ -60,10 +85,11 @@ class ProtDeepEMhancer(ProtAnalysis3D):
                        label="Input: two half-maps?",
                        help="Yes (recommended): the two unfiltered half-maps of a refinement. "
                             "No: one map.")
-        group.addParam("halfMapsAttached", params.BooleanParam, default=False,
+        group.addParam("halfMapsAttached", params.BooleanParam, default=True,
                        condition="useHalfMaps",
                        label="Half-maps attached to a volume?",
-                       help="Yes: take the half-maps registered with the input volume.")
+                       help="Yes (default): take the half-maps registered with the input volume (Relion and "
+                            "cryoSPARC refinements carry them). No: give the two half-maps yourself.")
         group.addParam("inputHalf1", params.PointerParam, pointerClass="Volume", allowsNull=True,
                        condition="useHalfMaps and not halfMapsAttached", important=True,
                        label="Half-map 1", help="First unfiltered half-map.")
@@ -73,6 +99,13 @@ class ProtDeepEMhancer(ProtAnalysis3D):
         group.addParam("inputVolume", params.PointerParam, pointerClass="Volume", allowsNull=True,
                        condition="not useHalfMaps or halfMapsAttached", important=True,
                        label="Input map", help="The map to enhance (or the volume holding the half-maps).")
+
+        group.addParam("computeConfidence", params.BooleanParam, default=True, condition="useHalfMaps",
+                       label="Confidence map?",
+                       help="Yes (default with two half-maps): also make a map of how far to trust the enhanced "
+                            "map, voxel by voxel (0 to 1): each half-map is enhanced on its own and their local "
+                            "agreement, calibrated against what noise alone gives, is the confidence. About 3 "
+                            "times the run time. Output: outputConfidence, on the output's grid.")
 
         group = form.addGroup("Normalization")
         group.addParam("normalization", params.EnumParam, choices=NORMALIZATIONS, default=NORM_AUTO,
@@ -93,37 +126,49 @@ class ProtDeepEMhancer(ProtAnalysis3D):
                        condition="normalization != %d" % NORM_MASK,
                        display=params.EnumParam.DISPLAY_HLIST, label="Model",
                        help="tightTarget: tight masking (default). wideTarget: less aggressive masking. "
-                            "highRes: maps better than ~4 A. With a mask, the mask-normalised model is used.")
+                            "highRes: maps better than ~4 A. With a mask, the mask-normalised model is used.\n"
+                            "The names are the original DeepEMhancer's, the weights are not: they are this "
+                            "project's, trained on simulated data (name, version and SHA-256 are recorded "
+                            "in the run's summary and methods).")
         group.addParam("performCleaning", params.BooleanParam, default=False,
                        label="Remove small blobs?",
                        help="Post-processing that removes small disconnected densities (dust).")
         group.addParam("cleaningStrength", params.FloatParam, default=0.1, condition="performCleaning",
                        label="Cleaning strength",
                        help="Relative size (0-1) of the connected components removed.")
-        group.addParam("batchSize", params.IntParam, default=8, label="Batch size",
-                       help="Number of 64^3 cubes processed at once; lower it if the GPU runs out of memory.")
 
         group = form.addGroup("Advanced")
-        group.addParam("stride", params.IntParam, default=32, label="Stride (voxels)",
+        group.addParam("batchSize", params.IntParam, default=8, label="Batch size", expertLevel=LEVEL_ADVANCED,
+                       help="Number of 64^3 cubes processed at once; lower it if the GPU runs out of memory.")
+        group.addParam("stride", params.IntParam, default=32, label="Stride (voxels)", expertLevel=LEVEL_ADVANCED,
                        help="Distance between the starts of overlapping 64^3 cubes (1-64). "
                             "Smaller: more overlap, slower. With gaussian blending and a stride of at most 32, "
                             "only half of the cubes run, in a 3-D checkerboard (fcc lattice); the original "
                             "DeepEMhancer is stride 16 with constant blending, every cube.")
-        group.addParam("blending", params.EnumParam, choices=BLEND_MODES, default=0,
+        group.addParam("blending", params.EnumParam, choices=BLEND_MODES, default=0, expertLevel=LEVEL_ADVANCED,
                        display=params.EnumParam.DISPLAY_HLIST, label="Blending",
                        help="gaussian: weight overlapping cubes by a Gaussian window. "
                             "constant: plain average, as the original DeepEMhancer.")
-        group.addParam("limitResolution", params.BooleanParam, default=True,
+        group.addParam("lattice", params.EnumParam, choices=LATTICES, default=LATTICE_AUTO,
+                       expertLevel=LEVEL_ADVANCED, display=params.EnumParam.DISPLAY_HLIST, label="Cube lattice",
+                       help="Which cubes of the grid run. automatic: fcc with gaussian blending and a stride "
+                            "of at most 32, cubic otherwise. fcc: half of them, in a 3-D checkerboard. "
+                            "cubic: all of them (the original DeepEMhancer).")
+        group.addParam("limitResolution", params.BooleanParam, default=True, expertLevel=LEVEL_ADVANCED,
                        label="Limit to the data's resolution?",
                        help="Yes (default): keep the network's output only up to the resolution the data support "
                             "and the data themselves beyond it, so the map shows no detail finer than the half "
                             "maps agree on. The resolution is the half-map FSC-0.143 (unmasked), or the value "
                             "below. No: keep everything the network returns.")
         group.addParam("resolutionLimit", params.FloatParam, default=0.0, condition="limitResolution",
-                       label="Resolution (A)",
+                       expertLevel=LEVEL_ADVANCED, label="Resolution (A)",
                        help="0: automatic (the half-map FSC-0.143 with two half maps; no limit for one map). "
                             "Otherwise this resolution in A.")
-        group.addParam("cpuFallback", params.BooleanParam, default=True,
+        group.addParam("nullCorrection", params.BooleanParam, default=True, expertLevel=LEVEL_ADVANCED,
+                       label="Subtract the response to noise?",
+                       help="Yes (default): subtract the network's response to pure noise (a faint fixed "
+                            "pattern tied to the cube grid). No: keep it.")
+        group.addParam("cpuFallback", params.BooleanParam, default=True, expertLevel=LEVEL_ADVANCED,
                        label="Fall back to CPU without GPU?",
                        help="Yes: when the GPU is asked for but none is available, run on the CPU. "
                             "No: refuse to run.")
@@ -155,23 +200,53 @@ class ProtDeepEMhancer(ProtAnalysis3D):
             raise RuntimeError(self._engineFailureMessage(exc.returncode, errLog, start)) from None
 
     def createOutputStep(self):
-        ref = self._referenceVolume()
-        outFn = self.getOutputPath()
-        if not os.path.exists(outFn):
-            raise RuntimeError("DeepEMhancer finished without writing %s" % outFn)
-        vol = Volume()
-        vol.setFileName(outFn)
-        vol.setSamplingRate(ref.getSamplingRate())
-        vol.setOrigin(ref.getOrigin(force=True))
-        inDim, outDim = ref.getDim(), vol.getDim()
-        if tuple(inDim) != tuple(outDim):
-            raise RuntimeError("DeepEMhancer output %s has dimensions %s, input %s" % (outFn, outDim, inDim))
+        vol = self._engineVolume(self.getOutputPath(), self._referenceVolume(), "output")
         halves = self._halfMapFileNames()
         if halves:
             vol.setHalfMaps(halves)
-        self._defineOutputs(outputVolume=vol)
+        self._storeProvenance()
+        outputs = {"outputVolume": vol}
+        if self.makesConfidence():
+            outputs["outputConfidence"] = self._engineVolume(self.getConfidencePath(), vol, "confidence map")
+        self._defineOutputs(**outputs)
         for pointer in self._inputPointers():
-            self._defineSourceRelation(pointer, vol)
+            for out in outputs.values():
+                self._defineSourceRelation(pointer, out)
+
+    @staticmethod
+    def _engineVolume(fn, like, what):
+        """A file the engine wrote, as a Volume with the sampling and origin of ``like``, whose dimensions
+        it must have."""
+        if not os.path.exists(fn):
+            raise RuntimeError("DeepEMhancer finished without writing %s" % fn)
+        vol = Volume()
+        vol.setFileName(fn)
+        vol.setSamplingRate(like.getSamplingRate())
+        vol.setOrigin(like.getOrigin(force=True).clone())  # its own object: two outputs cannot share one
+        if tuple(vol.getDim()) != tuple(like.getDim()):
+            raise RuntimeError("DeepEMhancer %s %s has dimensions %s, input %s"
+                               % (what, fn, vol.getDim(), like.getDim()))
+        return vol
+
+    def _storeProvenance(self):
+        """Keep in the run what the engine's sidecar says: weights, half-map FSC-0.143, limit, FSC curve."""
+        record = self.readSidecar()
+        if record is None:
+            raise RuntimeError("DeepEMhancer finished without writing %s" % self.getSidecarPath())
+        weights = record.get("weights", {})
+        self.weightsDescription.set("%s %s (SHA-256 %s)" % (weights.get("name"), weights.get("version") or "?",
+                                                            (weights.get("sha256") or "?")[:SHA_PREFIX]))
+        resolution = record.get("resolution", {})
+        self.halfMapFsc0143.set(resolution.get("half_map_fsc0.143_A"))
+        self.resolutionLimitUsed.set(resolution.get("limit_A"))
+        if os.path.exists(self.getFscCurvePath()):
+            self.fscCurveFile.set(self.getFscCurvePath())
+        confidence = record.get("confidence") or {}
+        self.confidenceTrusted.set(confidence.get("fraction_trusted"))
+        self.confidenceThreshold.set(confidence.get("trusted_threshold"))
+        self.confidenceContour.set(confidence.get("contour_level"))
+        self._store(self.weightsDescription, self.halfMapFsc0143, self.resolutionLimitUsed, self.fscCurveFile,
+                    self.confidenceTrusted, self.confidenceThreshold, self.confidenceContour)
 
     # ==================================================================================== INFO
     def _validate(self):
@@ -187,6 +262,8 @@ class ProtDeepEMhancer(ProtAnalysis3D):
             errors.append("Stride must be between 1 and 64 voxels, got %s." % self.stride.get())
         if self.limitResolution and not self.resolutionLimit.get() >= 0:
             errors.append("Resolution must be 0 (automatic) or positive, got %s." % self.resolutionLimit.get())
+        if self.numberOfThreads.get() < 1:
+            errors.append("Threads must be at least 1, got %s." % self.numberOfThreads.get())
         errors += self._validateGpu()
         return errors
 
@@ -201,14 +278,20 @@ class ProtDeepEMhancer(ProtAnalysis3D):
         mode = "two half-maps" if self.useHalfMaps else "one map"
         summary.append("Input: %s. Model: %s. Normalization: %s."
                        % (mode, self.getModelName(), NORMALIZATIONS[self.normalization.get()]))
+        if self.weightsDescription.get():
+            summary.append("Weights: %s, this project's, trained on simulated data (not the original "
+                           "DeepEMhancer's)." % self.weightsDescription.get())
         if self.performCleaning:
             summary.append("Small blobs removed (strength %s)." % self.cleaningStrength.get())
-        if not self.limitResolution:
-            summary.append("No resolution limit: the output keeps all the network adds.")
-        elif self.resolutionLimit.get() > 0:
-            summary.append("Output limited to %g A (data beyond it kept as they are)." % self.resolutionLimit.get())
-        elif self.useHalfMaps:
-            summary.append("Output limited to the half-map FSC-0.143 resolution.")
+        if self.halfMapFsc0143.get() is not None:
+            summary.append("Half-map FSC-0.143 (unmasked): %.2f A." % self.halfMapFsc0143.get())
+        summary.append(self._limitSentence())
+        if not self.nullCorrection:
+            summary.append("The network's response to pure noise was kept (no null correction).")
+        if self.confidenceTrusted.get() is not None:
+            summary.append("Confidence: %.0f%% of the molecule (enhanced density above %.4g) has confidence >= %g "
+                           "(outputConfidence)." % (100 * self.confidenceTrusted.get(), self.confidenceContour.get(),
+                                                    self.confidenceThreshold.get()))
         if self.hasAttribute("outputVolume"):
             out = self.outputVolume
             summary.append("Output: %s (%s px, %.3f A/px)."
@@ -218,15 +301,44 @@ class ProtDeepEMhancer(ProtAnalysis3D):
             summary.append("Output not ready yet.")
         return summary
 
+    def _limitSentence(self):
+        """What the output keeps of the network: the figure used when the run has finished."""
+        if not self.limitResolution:
+            return "No resolution limit: the output keeps all the network adds."
+        limit = self.resolutionLimitUsed.get() or (self.resolutionLimit.get() or None)
+        if limit:
+            how = "the half-map FSC-0.143" if not self.resolutionLimit.get() > 0 else "set by hand"
+            return "Output limited to %.2f A (%s): the data beyond it are kept as they are." % (limit, how)
+        if self.useHalfMaps:
+            return "Output limited to the half-map FSC-0.143 resolution."
+        return "No resolution limit (one map and no resolution given)."
+
     def _methods(self):
         if not self.hasAttribute("outputVolume"):
             return []
-        return ["The map %s was post-processed with DeepEMhancer [SanchezGarcia2021] (PyTorch engine %s, "
-                "model %s, %s normalization) from %s, giving %s."
-                % (self.getObjectTag(self._inputPointers()[0].get()), ENGINE_VERSION, self.getModelName(),
+        text = ("The map %s was post-processed from %s with a PyTorch re-implementation of the DeepEMhancer "
+                "method [SanchezGarcia2021] (scipion-em-deepemhancer engine %s, %s normalization), using "
+                "network weights %s trained on simulated data by that project, not the weights published "
+                "with the method. "
+                % (self.getObjectTag(self._inputPointers()[0].get()),
+                   "two half-maps" if self.useHalfMaps else "a single map", ENGINE_VERSION,
                    NORMALIZATIONS[self.normalization.get()].lower(),
-                   "two half-maps" if self.useHalfMaps else "a single map",
-                   self.getObjectTag("outputVolume"))]
+                   self.weightsDescription.get() or self.getModelName()))
+        limit = self.resolutionLimitUsed.get()
+        if self.limitResolution and limit:
+            text += ("The network's output was kept up to %.2f A (%s) and the input data beyond it. "
+                     % (limit, "the unmasked half-map FSC-0.143" if not self.resolutionLimit.get() > 0
+                        else "a resolution set by hand"))
+        else:
+            text += "The network's output was kept at all resolutions. "
+        text += ("The network's response to pure noise was %s. The result is %s."
+                 % ("subtracted" if self.nullCorrection else "kept", self.getObjectTag("outputVolume")))
+        if self.confidenceTrusted.get() is not None and self.hasAttribute("outputConfidence"):
+            text += (" A per-voxel confidence map %s (local agreement of the two half-maps enhanced "
+                     "independently, calibrated against noise) gives %.0f%% of the molecule a confidence of at "
+                     "least %g." % (self.getObjectTag("outputConfidence"), 100 * self.confidenceTrusted.get(),
+                                    self.confidenceThreshold.get()))
+        return [text]
 
     def _citations(self):
         return ["SanchezGarcia2021"]
@@ -234,6 +346,26 @@ class ProtDeepEMhancer(ProtAnalysis3D):
     # ==================================================================================== UTILS
     def getOutputPath(self):
         return os.path.abspath(self._getExtraPath(OUTPUT_MAP))
+
+    def getConfidencePath(self):
+        return os.path.abspath(self._getExtraPath(OUTPUT_CONFIDENCE))
+
+    def makesConfidence(self):
+        return bool(self.useHalfMaps and self.computeConfidence)
+
+    def getSidecarPath(self):
+        return os.path.abspath(self._getExtraPath(OUTPUT_SIDECAR))
+
+    def getFscCurvePath(self):
+        return os.path.abspath(self._getExtraPath(OUTPUT_FSC))
+
+    def readSidecar(self):
+        """The engine's provenance record of the output (dict), None before it exists."""
+        try:
+            with open(self.getSidecarPath()) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
 
     def getModelName(self):
         if self.normalization.get() == NORM_MASK:
@@ -257,6 +389,8 @@ class ProtDeepEMhancer(ProtAnalysis3D):
         if len(inputs) == 2:
             args += ["-i2", inputs[1]]
         args += ["-o", self.getOutputPath(), "-s", "%g" % self._referenceVolume().getSamplingRate()]
+        if self.makesConfidence():
+            args += ["--confidence", self.getConfidencePath()]
         norm = self.normalization.get()
         if norm == NORM_MASK:
             args += ["-m", self._maskPath()]
@@ -270,8 +404,13 @@ class ProtDeepEMhancer(ProtAnalysis3D):
             args += ["--no-resolution-limit"]
         elif self.resolutionLimit.get() > 0:
             args += ["--resolution", "%g" % self.resolutionLimit.get()]
+        if not self.nullCorrection:
+            args += ["--no-null-correction"]
         args += ["-b", str(self.batchSize.get()), "--stride", str(self.stride.get()),
                  "--blend", BLEND_MODES[self.blending.get()]]
+        if self.lattice.get() != LATTICE_AUTO:
+            args += ["--lattice", LATTICES[self.lattice.get()]]
+        args += ["--threads", str(max(1, self.numberOfThreads.get()))]
         args += self.getDeviceArgs()
         args += ["--force"]  # a re-run (continue/restart) overwrites a previous attempt
         return args
@@ -365,8 +504,9 @@ class ProtDeepEMhancer(ProtAnalysis3D):
             if vol is None:
                 return ["The input map (inputVolume) is missing."]
             if self.useHalfMaps and not vol.hasHalfMaps():
-                return ["The input volume %s has no half-maps attached; set 'Half-maps attached' to No "
-                        "and give them as Half-map 1 and 2." % stripFormat(vol.getFileName())]
+                return ["The volume %s has no half-maps attached: set 'Half-maps attached to a volume?' to No "
+                        "and give Half-map 1 and 2 (two-half-maps mode), or set 'Input: two half-maps?' to No "
+                        "to enhance this one map." % stripFormat(vol.getFileName())]
         if self.normalization.get() == NORM_MASK:
             mask = self.inputMask.get()
             if mask is None:
@@ -381,6 +521,8 @@ class ProtDeepEMhancer(ProtAnalysis3D):
         return errors
 
     def _validateGpu(self):
+        if self.usesGpu() and len(self.getGpuList()) > 1:
+            return ["DeepEMhancer runs on one GPU: give one GPU ID, not %s." % self.gpuList.get()]
         if not self.usesGpu() or self.useQueue():
             return []  # CPU asked, or the GPU lives on a queue node we cannot inspect from here
         available = gpusAvailable()

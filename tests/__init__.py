@@ -10,5 +10,6 @@ from deepemhancer.tests.test_protocol import (  # noqa: F401
     TestDeepEMhancerValidate,
 )
 from deepemhancer.tests.test_queue import TestDeepEMhancerQueue  # noqa: F401
+from deepemhancer.tests.test_shipped_weights import TestDeepEMhancerShippedWeights  # noqa: F401
 from deepemhancer.tests.test_template import TestDeepEMhancerTemplate  # noqa: F401
 from deepemhancer.tests.test_viewers import TestDeepEMhancerViewers  # noqa: F401

@@ -70,7 +70,7 @@ class TestDeepEMhancerPlugin(unittest.TestCase):
         self.assertTrue(env.kw["default"])
 
     def test_engine_source_devel(self):
-        repo = os.path.dirname(os.path.dirname(os.path.abspath(sys.modules["deepemhancer"].__file__)))
+        repo = os.path.dirname(os.path.dirname(os.path.realpath(sys.modules["deepemhancer"].__file__)))
         with _VarsOverride(DEEPEMHANCER_ENGINE_SOURCE=""):
             src = Plugin.getEngineSource()
         if os.path.isdir(os.path.join(repo, "deepemhancer_engine")):
@@ -128,3 +128,35 @@ class TestDeepEMhancerPlugin(unittest.TestCase):
         import numpy
         self.assertNotEqual(os.path.dirname(path), os.path.dirname(numpy.__file__))
         self.assertFalse(path.startswith(os.path.dirname(os.path.dirname(numpy.__file__))), path)
+
+    def test_menu(self):
+        """In pwem's 3D > Postprocess group (beside Xmipp, LocScale, EMReady), not a section of its own, and
+        in the Model building view's Preprocess map section (beside Xmipp's DeepEMhancer)."""
+        import pwem
+        from pyworkflow import Config
+        from pyworkflow.gui.project.viewprotocols_extra import ProtocolTreeConfig
+
+        conf = os.path.join(os.path.dirname(pwem.__file__), "protocols.conf")
+        views = ProtocolTreeConfig.load(Config.getDomain(), conf)
+
+        def child(menu, text):
+            found = [c for c in menu.childs if c.text == text]
+            self.assertEqual(len(found), 1, "%s in %s" % (text, [c.text for c in menu.childs]))
+            return found[0]
+
+        postprocess = child(child(views["Protocols SPA"], "3D"), "Postprocess")
+        self.assertEqual(postprocess.tag, "protocol_group")
+        self.assertIn("ProtDeepEMhancer", [c.value for c in postprocess.childs])
+        self.assertNotIn("Postprocessing", [c.text for c in child(views["Protocols SPA"], "3D").childs])
+        preprocess = child(views["Model building"], "Preprocess map")
+        self.assertIn("ProtDeepEMhancer", [c.value for c in preprocess.childs])
+
+    def test_scipion_finds_the_tests(self):
+        """`scipion3 tests --grep deepemhancer` (the plugin's tests folder, found from the package path)."""
+        res = subprocess.run([sys.executable, "-m", "scipion", "tests", "--grep", "deepemhancer"],
+                             capture_output=True, text=True, timeout=600)
+        self.assertEqual(res.returncode, 0, res.stderr[-2000:])
+        for name in ("deepemhancer.tests.test_protocol.TestDeepEMhancerProtocol",
+                     "deepemhancer.tests.test_plugin.TestDeepEMhancerPlugin",
+                     "deepemhancer.tests.test_shipped_weights.TestDeepEMhancerShippedWeights"):
+            self.assertIn(name, res.stdout)

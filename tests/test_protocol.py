@@ -4,10 +4,12 @@ Synthetic 32^3 maps at 1.3 A/px with a non-zero origin; small random-weight mode
 engine's own helper (DEEPEMHANCER_WEIGHTS_DIR) keep each run to seconds.
 """
 
+import json
 import os
 import shutil
 import time
 
+import numpy as np
 from deepemhancer.protocols import ProtDeepEMhancer
 from deepemhancer.tests.common import (
     BOX,
@@ -47,6 +49,8 @@ class DeepEMhancerTestBase(TestWeightsMixin, BaseTest):
 
     @classmethod
     def newDeepEMhancer(cls, **kw):
+        if "inputHalf1" in kw or "inputHalf2" in kw:
+            kw.setdefault("halfMapsAttached", False)  # the two half-maps given one by one
         kw.setdefault("useGpu", False)
         kw.setdefault("numberOfThreads", 2)
         return cls.newProtocol(ProtDeepEMhancer, **kw)
@@ -123,12 +127,89 @@ class TestDeepEMhancerProtocol(DeepEMhancerTestBase):
         self.assertEqual(args[args.index("--resolution") + 1], "6.5")
         self.assertIn("-i2", pHalves.getEngineArgList())
         self.assertNotIn("--resolution", pHalves.getEngineArgList())  # automatic: the half-map FSC
-        self.assertIn("half-map FSC-0.143", "\n".join(pHalves.summary()))
+        self.assertProvenance(pHalves, threads=2)
+        self.assertProvenance(pSingle, threads=2)
+        self.assertConfidence(pHalves)
+        self.assertFalse(pSingle.hasAttribute("outputConfidence"))  # one map: no confidence
+        self.assertNotIn("--confidence", pSingle.getEngineArgList())
+        self.assertFalse(pSingle.evalParamCondition("computeConfidence"))  # hidden for one map
+        self.assertIn("Output limited to 6.50 A (set by hand)", "\n".join(pSingle.summary()))
         pHalves.limitResolution.set(False)
         self.assertIn("--no-resolution-limit", pHalves.getEngineArgList())
-        summary = "\n".join(pHalves.summary())
-        self.assertIn("tightTarget", summary)
-        self.assertIn("SanchezGarcia2021", "\n".join(pHalves.methods()))
+
+    def assertProvenance(self, prot, threads):
+        """Summary and methods name the weights (name, version, SHA-256 prefix, simulated data), the
+        half-map FSC-0.143 and the limit the engine used (its sidecar); the engine ran with the
+        protocol's threads; the FSC curve is kept in the run."""
+        with open(prot.getSidecarPath()) as f:
+            record = json.load(f)
+        self.assertEqual(record["threads"]["torch"], threads)  # --threads honoured by the engine process
+        weights = record["weights"]
+        self.assertEqual(weights["name"], prot.getModelName())
+        sha = weights["sha256"][:12]
+        self.assertEqual(len(sha), 12)
+        summary, methods = "\n".join(prot.summary()), "\n".join(prot.methods())
+        for text in (summary, methods):
+            self.assertIn("%s %s (SHA-256 %s)" % (weights["name"], weights["version"], sha), text)
+            self.assertIn("simulated data", text)
+        self.assertIn("[SanchezGarcia2021]", methods)
+        self.assertIn("noise was subtracted", methods)
+        res = record["resolution"]
+        limit = res["limit_A"]
+        self.assertAlmostEqual(prot.resolutionLimitUsed.get(), limit, places=6)
+        self.assertIn("kept up to %.2f A" % limit, methods)
+        self.assertIn("Output limited to %.2f A" % limit, summary)
+        if prot.useHalfMaps:
+            self.assertAlmostEqual(prot.halfMapFsc0143.get(), res["half_map_fsc0.143_A"], places=6)
+            self.assertEqual(limit, res["half_map_fsc0.143_A"])
+            self.assertIn("Half-map FSC-0.143 (unmasked): %.2f A" % limit, summary)
+            self.assertIn("the unmasked half-map FSC-0.143", methods)
+            self.assertEqual(prot.fscCurveFile.get(), prot.getFscCurvePath())
+            self.assertTrue(os.path.exists(prot.fscCurveFile.get()))
+        else:
+            self.assertIsNone(prot.halfMapFsc0143.get())
+            self.assertIsNone(prot.fscCurveFile.get())
+
+    def assertConfidence(self, prot):
+        """outputConfidence: a Volume on the enhanced map's grid, values in 0..1; the summary gives the
+        fraction of the molecule with confidence >= 0.5, as the engine's sidecar records it."""
+        import mrcfile
+
+        self.assertTrue(prot.evalParamCondition("computeConfidence"))
+        args = prot.getEngineArgList()
+        self.assertEqual(args[args.index("--confidence") + 1], prot.getConfidencePath())
+        conf, out = prot.outputConfidence, prot.outputVolume
+        self.assertEqual(conf.getDim(), out.getDim())
+        self.assertAlmostEqual(conf.getSamplingRate(), out.getSamplingRate(), places=6)
+        self.assertEqual(conf.getOrigin(force=True).getShifts(), out.getOrigin(force=True).getShifts())
+        self.assertEqual(readHeader(conf.getFileName()), readHeader(out.getFileName()))
+        with mrcfile.open(prot.getConfidencePath()) as m:
+            data = np.asarray(m.data)
+        self.assertTrue(data.dtype == np.float32 and data.min() >= 0 and data.max() <= 1)
+        with open(prot.getSidecarPath()) as f:
+            found = json.load(f)["confidence"]
+        self.assertAlmostEqual(prot.confidenceTrusted.get(), found["fraction_trusted"], places=6)
+        self.assertEqual(found["trusted_threshold"], 0.5)
+        self.assertIn("Confidence: %.0f%% of the molecule (enhanced density above %.4g) has confidence >= 0.5"
+                      % (100 * found["fraction_trusted"], found["contour_level"]), "\n".join(prot.summary()))
+        self.assertIn("confidence map", "\n".join(prot.methods()))
+        with open(prot.getStderrLog()) as f:
+            self.assertNotIn("Traceback", f.read())  # e.g. two outputs sharing one origin object fail to store
+
+    def test_half_maps_attached(self):
+        """The default: the half-maps registered with the input volume (as Relion/cryoSPARC outputs)."""
+        imp = self.newProtocol(ProtImportVolumes, filesPath=self.half1, samplingRate=VOXEL, setHalfMaps=True,
+                               half1map=self.half1, half2map=self.half2, objLabel="volume with halves")
+        self.launchProtocol(imp)
+        prot = self.newDeepEMhancer(inputVolume=imp.outputVolume, numberOfThreads=1)
+        self.assertTrue(prot.halfMapsAttached.get())
+        self.assertEqual(prot.validate(), [])
+        args = prot.getEngineArgList()
+        self.assertIn("-i2", args)
+        self.assertEqual(args[args.index("--threads") + 1], "1")
+        self.launchProtocol(prot)
+        self.assertEqual(len(prot.outputVolume.getHalfMaps().split(",")), 2)
+        self.assertProvenance(prot, threads=1)
 
     def test_mask_normalization(self):
         maskImp = self.newProtocol(ProtImportMask, maskPath=makeMask(self.dataDir), samplingRate=VOXEL)
@@ -213,6 +294,58 @@ class TestDeepEMhancerValidate(DeepEMhancerTestBase):
         impOrigin = self.importVolume(self.half2, origin=(5.0, 5.0, 5.0), label="half2 shifted")
         err = self._errors(inputHalf1=self.imp1.outputVolume, inputHalf2=impOrigin.outputVolume)
         self.assertIn("different origins", err)
+
+    def test_attached_by_default_and_volume_without_halves(self):
+        prot = self.newProtocol(ProtDeepEMhancer, inputVolume=self.imp1.outputVolume, useGpu=False)
+        self.assertTrue(prot.useHalfMaps.get() and prot.halfMapsAttached.get())  # the defaults
+        errors = prot.validate()
+        self.assertEqual(len(errors), 1, errors)
+        self.assertEqual(len(errors[0].splitlines()), 1)
+        self.assertIn("has no half-maps attached", errors[0])
+        self.assertIn("two-half-maps mode", errors[0])
+        self.assertIn(os.path.basename(self.imp1.outputVolume.getFileName().split(":")[0]), errors[0])
+
+    def test_one_gpu_only(self):
+        kw = dict(useHalfMaps=False, inputVolume=self.imp1.outputVolume, useGpu=True, cpuFallback=True)
+        err = self._errors(gpuList="0,1", **kw)
+        self.assertIn("DeepEMhancer runs on one GPU: give one GPU ID, not 0,1.", err)
+        self.assertEqual(len(err.splitlines()), 1)
+        self.assertNotIn("runs on one GPU", self._errors(gpuList="1", **kw))
+        prot = self.newDeepEMhancer(gpuList="1", **kw)
+        args = prot.getEngineArgList()
+        self.assertEqual(args[args.index("-g") + 1], "1")
+        self.assertEqual(args.count("-g"), 1)
+        self.assertNotIn("runs on one GPU", self._errors(gpuList="0,1", **dict(kw, useGpu=False)))
+
+    def test_command_line_options(self):
+        base = dict(useHalfMaps=False, inputVolume=self.imp1.outputVolume)
+        args = self.newDeepEMhancer(numberOfThreads=3, **base).getEngineArgList()
+        self.assertEqual(args[args.index("--threads") + 1], "3")
+        self.assertNotIn("--lattice", args)  # automatic: the engine's default
+        self.assertNotIn("--no-null-correction", args)
+        halves = dict(inputHalf1=self.imp1.outputVolume, inputHalf2=self.imp2.outputVolume)
+        self.assertIn("--confidence", self.newDeepEMhancer(**halves).getEngineArgList())  # the default
+        self.assertNotIn("--confidence", self.newDeepEMhancer(computeConfidence=False, **halves).getEngineArgList())
+        args = self.newDeepEMhancer(lattice=2, nullCorrection=False, **base).getEngineArgList()
+        self.assertEqual(args[args.index("--lattice") + 1], "cubic")
+        self.assertIn("--no-null-correction", args)
+        self.assertEqual(self.newDeepEMhancer(lattice=1, **base).getEngineArgList().count("fcc"), 1)
+        self.assertIn("Threads must be at least 1", self._errors(numberOfThreads=0, **base))
+
+    def test_form_levels(self):
+        """Expert parameters at the advanced level; inputs, model, GPU and cleaning on the main form."""
+        from pyworkflow.protocol.params import LEVEL_ADVANCED, LEVEL_NORMAL
+
+        form = self.newDeepEMhancer().getDefinition()
+        levels = {name: param.expertLevel.get() for name, param in form.iterParams()}
+        advanced = {"batchSize", "stride", "blending", "lattice", "limitResolution", "resolutionLimit",
+                    "nullCorrection", "cpuFallback"}
+        main = {"useHalfMaps", "halfMapsAttached", "computeConfidence", "inputHalf1", "inputHalf2", "inputVolume",
+                "normalization",
+                "inputMask", "modelType", "performCleaning", "cleaningStrength", "useGpu", "gpuList"}
+        self.assertEqual({n for n in advanced | main if levels[n] == LEVEL_ADVANCED}, advanced)
+        self.assertTrue(all(levels[n] == LEVEL_NORMAL for n in main))
+        self.assertEqual(form.getParam("lattice").choices, ["automatic", "fcc", "cubic"])
 
     def test_missing_half(self):
         err = self._errors(inputHalf1=self.imp1.outputVolume)

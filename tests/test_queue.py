@@ -72,7 +72,8 @@ class TestDeepEMhancerQueue(TestWeightsMixin, BaseTest):
             imp = self.newProtocol(ProtImportVolumes, filesPath=path, samplingRate=VOXEL)
             self.launchProtocol(imp)  # locally (no queue)
             imps.append(imp)
-        prot = self.newProtocol(ProtDeepEMhancer, useHalfMaps=True, inputHalf1=imps[0].outputVolume,
+        prot = self.newProtocol(ProtDeepEMhancer, useHalfMaps=True, halfMapsAttached=False,
+                                inputHalf1=imps[0].outputVolume,
                                 inputHalf2=imps[1].outputVolume, useGpu=False, numberOfThreads=2)
         prot._useQueue.set(True)
         prot.setQueueParams(["cpu", {"JOB_MEMORY": "8192", "JOB_TIME": "2"}])

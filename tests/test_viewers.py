@@ -5,7 +5,14 @@ import os
 from deepemhancer import Plugin
 from deepemhancer.tests.test_protocol import DeepEMhancerTestBase
 from deepemhancer.viewers import DeepEMhancerChimeraViewer, DeepEMhancerCootViewer, DeepEMhancerPlotViewer
-from deepemhancer.viewers.viewer_deepemhancer import CXC_SCRIPT, FSC_PNG, SLICES_PNG, contourLevel, readMap
+from deepemhancer.viewers.viewer_deepemhancer import (
+    CXC_SCRIPT,
+    FSC_PNG,
+    SLICES_PNG,
+    contourLevel,
+    readFscTable,
+    readMap,
+)
 from pwem import Domain
 from pwem.viewers.viewer_chimera import Chimera, ChimeraView
 from pyworkflow.gui.plotter import Plotter
@@ -43,11 +50,18 @@ class TestDeepEMhancerViewers(DeepEMhancerTestBase):
             script = f.read()
         self.assertIn('open "%s" format mrc' % self.prot.getOutputPath(), script)
         self.assertIn('open "%s" format mrc' % self.prot._engineInputPaths()[0], script)
-        self.assertEqual(script.count("\nopen "), 2)
+        self.assertIn('open "%s" format mrc' % self.prot.getConfidencePath(), script)
+        self.assertEqual(script.count("\nopen "), 3)
         self.assertIn("voxelSize 1.300000", script)
         x, y, z = self.prot.outputVolume.getShiftsFromOrigin()
         self.assertIn("origin %0.2f,%0.2f,%0.2f" % (x, y, z), script)
-        self.assertIn("\ntile\n", script)  # side by side
+        self.assertIn("\ntile #1,2\n", script)  # side by side (the confidence map stays hidden)
+        # the enhanced surface coloured by confidence, with a key naming the values
+        self.assertIn("\nvolume #3 hide\n", script)
+        self.assertIn("\ncolor sample #2 map #3 palette 0,#d7191c:0.25,#fdae61:0.5,#ffffbf:0.75,#a6d96a:1,#1a9641\n",
+                      script)
+        self.assertIn("\nkey #d7191c:0 #fdae61:0.25 #ffffbf:0.5 #a6d96a:0.75 #1a9641:1 ", script)
+        self.assertIn('2dlabels text "confidence"', script)
         level = contourLevel(readMap(self.prot.getOutputPath()))
         self.assertIn("level %g" % level, script)
 
@@ -90,15 +104,31 @@ class TestDeepEMhancerViewers(DeepEMhancerTestBase):
                 os.environ["PATH"] = os_path
 
     def test_slices_and_fsc_figures(self):
+        """Slices; the FSC figure shows the run's own half-map curve (written by the engine, stored in the
+        run) with the resolution limit, and any evaluate table in the extra folder beside it."""
         viewer = DeepEMhancerPlotViewer(project=self.proj, protocol=self.prot)
         fsc = self.prot._getExtraPath("evaluate", "fsc.tsv")
         if os.path.exists(fsc):
             os.remove(fsc)
         views = viewer._visualize(self.prot)
-        self.assertEqual(len(views), 1)  # no evaluate output: slices only
+        self.assertEqual(len(views), 2)
         self.assertIsInstance(views[0], Plotter)
-        self.assertEqual(len(views[0].getFigure().axes), 6)  # 2 maps x 3 orthogonal slices
+        axes = views[0].getFigure().axes
+        self.assertEqual(len(axes), 12)  # 3 maps (input, enhanced, confidence) x 3 slices + 3 colour bars
+        confidence = [ax for ax in axes if ax.get_title().startswith("confidence: ")]
+        self.assertEqual(len(confidence), 3)
+        image = confidence[0].get_images()[0]
+        self.assertEqual(image.get_cmap().name, "RdYlGn")
+        self.assertEqual(image.get_clim(), (0.0, 1.0))
         self.assertTrue(os.path.getsize(self.prot._getExtraPath(SLICES_PNG)) > 1000)
+        limit = self.prot.resolutionLimitUsed.get()
+        lines = {ln.get_label(): ln for ln in views[1].getFigure().axes[0].get_lines()}
+        own = "half maps (this run): FSC-0.143 %.2f A" % self.prot.halfMapFsc0143.get()
+        self.assertEqual(sorted(lines), sorted([own, "resolution limit %.2f A" % limit, "0.143"]))
+        _, x, curves = readFscTable(self.prot.fscCurveFile.get())
+        self.assertEqual(list(curves), ["raw_halves"])  # evaluate's column name for the same curve
+        self.assertTrue((lines[own].get_xdata() == x).all())
+        self.assertAlmostEqual(lines["resolution limit %.2f A" % limit].get_xdata()[0], 1.0 / limit)
         os.makedirs(os.path.dirname(fsc), exist_ok=True)
         with open(fsc, "w") as f:
             f.write("# written by deepemhancer evaluate\nfrequency\tresolution\tfsc_input\tfsc_enhanced\n")
@@ -109,5 +139,6 @@ class TestDeepEMhancerViewers(DeepEMhancerTestBase):
         ax = views[1].getFigure().axes[0]
         labels = [ln.get_label() for ln in ax.get_lines()]
         self.assertIn("fsc.tsv: fsc_enhanced", labels)
+        self.assertIn(own, labels)
         self.assertNotIn("fsc.tsv: resolution", labels)
         self.assertTrue(os.path.exists(self.prot._getExtraPath(FSC_PNG)))

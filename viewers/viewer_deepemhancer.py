@@ -1,5 +1,6 @@
 """Viewers of ProtDeepEMhancer: ChimeraX (.cxc script), Coot (python script) and matplotlib figures
-(central orthogonal slices, FSC curves from the engine's ``evaluate`` output) that need nothing installed.
+(central orthogonal slices; FSC curves: the half-map FSC the engine writes with every run, and any
+``evaluate`` output in the extra folder) that need nothing installed.
 
 Each viewer writes its script/figure into the protocol's extra folder and returns views; ``_visualize``
 never opens a window, so tests call it directly.
@@ -19,13 +20,18 @@ CXC_SCRIPT = "deepemhancer_chimerax.cxc"
 COOT_SCRIPT = "deepemhancer_coot.py"
 SLICES_PNG = "deepemhancer_slices.png"
 FSC_PNG = "deepemhancer_fsc.png"
-#: FSC tables in the extra folder: ``deepemhancer evaluate --outdir extra/evaluate`` writes ``fsc_curves.tsv``
-#: (its ``metrics.tsv`` holds one number per row, no curves, so it is not matched), and any other *fsc*.tsv.
+#: FSC tables in the extra folder: the run's half-map FSC (OUTPUT_FSC, written by the engine beside the map),
+#: ``deepemhancer evaluate --outdir extra/evaluate``'s ``fsc_curves.tsv`` (its ``metrics.tsv`` holds one
+#: number per row, no curves, so it is not matched), and any other *fsc*.tsv.
 EVALUATE_GLOBS = ("evaluate/*fsc*.tsv", "*fsc*.tsv")
 #: The first two columns of evaluate's fsc_curves.tsv (spatial frequency in 1/A, resolution in A); every
 #: other column is one FSC curve. The engine's names: ``deepemhancer_engine.evaluate.CURVE_AXIS_COLUMNS``.
 FREQ_COLUMN, RESOLUTION_COLUMN = "freq_1_per_A", "resolution_A"
 INPUT_COLOR, OUTPUT_COLOR = "#b4b4b4", "#f0b428"
+#: Confidence colours (0 -> 1): red, orange, yellow, light green, green (ColorBrewer RdYlGn), and the values
+#: the key names.
+CONFIDENCE_PALETTE = ((0.0, "#d7191c"), (0.25, "#fdae61"), (0.5, "#ffffbf"), (0.75, "#a6d96a"), (1.0, "#1a9641"))
+CONFIDENCE_CMAP = "RdYlGn"
 
 
 def readMap(path):
@@ -73,7 +79,8 @@ class _DeepEMhancerViewer(pwviewer.Viewer):
 
 
 class DeepEMhancerChimeraViewer(_DeepEMhancerViewer):
-    """Input and enhanced maps side by side in ChimeraX, with levels from the data."""
+    """Input and enhanced maps side by side in ChimeraX, with levels from the data; with a confidence map,
+    the enhanced surface coloured by confidence, with a colour key."""
 
     _label = "ChimeraX: input and enhanced maps"
 
@@ -81,14 +88,16 @@ class DeepEMhancerChimeraViewer(_DeepEMhancerViewer):
         vol = prot.outputVolume
         sampling = vol.getSamplingRate()
         x, y, z = vol.getShiftsFromOrigin()
+        geometry = "voxelSize %f origin %0.2f,%0.2f,%0.2f" % (sampling, x, y, z)
         lines = ["# DeepEMhancer (Scipion): input (left) and enhanced map (right)"]
         for model, ((label, path), color) in enumerate(zip(self._maps(prot), (INPUT_COLOR, OUTPUT_COLOR)), 1):
             level = contourLevel(readMap(path))
             lines += ['open "%s" format mrc' % path,
-                      "volume #%d style surface voxelSize %f origin %0.2f,%0.2f,%0.2f level %g color %s"
-                      % (model, sampling, x, y, z, level, color),
+                      "volume #%d style surface %s level %g color %s" % (model, geometry, level, color),
                       'rename #%d "%s"' % (model, label)]
-        lines += ["tile", "view"]
+        if prot.hasAttribute("outputConfidence"):
+            lines += confidenceLines(os.path.abspath(stripFormat(prot.outputConfidence.getFileName())), geometry)
+        lines += ["tile #1,2", "view"]
         cxc = os.path.abspath(prot._getExtraPath(CXC_SCRIPT))
         with open(cxc, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -107,6 +116,19 @@ class DeepEMhancerChimeraViewer(_DeepEMhancerViewer):
             "ChimeraX is not configured (no %s). The script was written to\n%s\n"
             "Open it with: ChimeraX %s" % (program, cxc, cxc),
             title="ChimeraX", msgType=pwviewer.MSG_WARN)]
+
+
+def confidenceLines(path, geometry, surface=2, model=3):
+    """ChimeraX commands: open the confidence map hidden, colour the enhanced surface by it, add a key."""
+    palette = ":".join("%g,%s" % (v, c) for v, c in CONFIDENCE_PALETTE)
+    return ["# enhanced surface coloured by confidence (0 = not reproduced by both halves, 1 = reproduced)",
+            'open "%s" format mrc' % path,
+            "volume #%d %s" % (model, geometry),
+            'rename #%d "confidence: %s"' % (model, os.path.basename(path)),
+            "volume #%d hide" % model,
+            "color sample #%d map #%d palette %s" % (surface, model, palette),
+            "key %s pos 0.05,0.06 size 0.4,0.03" % " ".join("%s:%g" % (c, v) for v, c in CONFIDENCE_PALETTE),
+            '2dlabels text "confidence" xpos 0.05 ypos 0.1 size 16']
 
 
 class DeepEMhancerCootViewer(_DeepEMhancerViewer):
@@ -179,38 +201,57 @@ class DeepEMhancerPlotViewer(_DeepEMhancerViewer):
     _label = "Slices and FSC (matplotlib)"
 
     def plotSlices(self, prot):
+        """Central slices of the input, the enhanced map and, when there is one, the confidence map (0..1,
+        with a colour bar) beside them."""
         from pyworkflow.gui.plotter import Plotter
 
-        maps = self._maps(prot)
+        maps = [(label, path, False) for label, path in self._maps(prot)]
+        if prot.hasAttribute("outputConfidence"):
+            path = os.path.abspath(stripFormat(prot.outputConfidence.getFileName()))
+            maps.append(("confidence: %s" % os.path.basename(path), path, True))
         plotter = Plotter(x=len(maps), y=3, figsize=(9, 3 * len(maps)),
                           windowTitle="DeepEMhancer: central slices")
-        for label, path in maps:
+        for label, path, isConfidence in maps:
             data = readMap(path)
             nz, ny, nx = data.shape
             for title, img in (("XY (z=%d)" % (nz // 2), data[nz // 2]),
                                ("XZ (y=%d)" % (ny // 2), data[:, ny // 2, :]),
                                ("YZ (x=%d)" % (nx // 2), data[:, :, nx // 2])):
                 ax = plotter.createSubPlot("%s\n%s" % (label, title), None, None)
-                ax.imshow(img, cmap="gray", origin="lower")
+                if isConfidence:
+                    image = ax.imshow(img, cmap=CONFIDENCE_CMAP, vmin=0.0, vmax=1.0, origin="lower")
+                    plotter.getFigure().colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+                else:
+                    ax.imshow(img, cmap="gray", origin="lower")
         plotter.tightLayout()
         plotter.getFigure().savefig(prot._getExtraPath(SLICES_PNG), dpi=80)
         return plotter
 
     def fscTables(self, prot):
-        found = []
+        found = [prot.fscCurveFile.get()] if prot.fscCurveFile.get() else []
         for pattern in EVALUATE_GLOBS:
             found += glob.glob(prot._getExtraPath(pattern))
-        return sorted(set(found))
+        found = [os.path.abspath(f) for f in found]
+        return sorted(set(found), key=found.index)  # the run's own curve first
 
     def plotFsc(self, prot, tables):
         from pyworkflow.gui.plotter import Plotter
 
         plotter = Plotter(windowTitle="DeepEMhancer: FSC")
         ax = plotter.createSubPlot("FSC", "spatial frequency (1/A)", "FSC")
+        own = prot.fscCurveFile.get()
         for table in tables:
             _, x, curves = readFscTable(table)
             for name, values in curves.items():
-                ax.plot(x, values, label="%s: %s" % (os.path.basename(table), name))
+                if own and os.path.abspath(table) == os.path.abspath(own):
+                    label = "half maps (this run): FSC-0.143 %.2f A" % prot.halfMapFsc0143.get()
+                else:
+                    label = "%s: %s" % (os.path.basename(table), name)
+                ax.plot(x, values, label=label)
+        limit = prot.resolutionLimitUsed.get()
+        if limit:
+            ax.axvline(1.0 / limit, color="tab:red", linestyle=":", linewidth=1,
+                       label="resolution limit %.2f A" % limit)
         ax.axhline(0.143, color="grey", linestyle="--", linewidth=0.8, label="0.143")
         ax.set_ylim(-0.1, 1.05)
         ax.legend(fontsize=7)

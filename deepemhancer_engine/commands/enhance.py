@@ -28,6 +28,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                       help="half map 2; the two halves are averaged")
     main.add_argument("-o", "--outputMap", dest="output", metavar="OUT",
                       help="output map (MRC); keeps the input's shape, voxel size and origin")
+    main.add_argument("--confidence", metavar="CONF",
+                      help="also write a confidence map (0..1, the output's grid): how well the two half maps, "
+                           "enhanced independently, reproduce the enhanced density; needs -i2 (about 3x the time)")
     main.add_argument("--inputList", dest="input_list", metavar="LIST",
                       help="several jobs, one per line: 'MAP OUT' or 'HALF1 HALF2 OUT' (the model loads once)")
     _args.add_model_arg(main)
@@ -44,6 +47,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     extra.add_argument("-s", "--samplingRate", dest="sampling", type=float, default=None,
                        help="voxel size in A, overriding the header's")
     extra.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    extra.add_argument("--threads", type=int, default=None, metavar="N",
+                       help="CPU threads of the network and the linear algebra (torch, OpenMP, BLAS; default: "
+                            "the CPUs this process may use)")
     adv = parser.add_argument_group("Advanced")
     adv.add_argument("--stride", type=int, default=DEFAULT_STRIDE,
                      help=f"voxels between cube starts (default {DEFAULT_STRIDE}; the original used 16)")
@@ -72,8 +78,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Either ``--inputList`` or ``-i`` and ``-o`` (argparse's usage error, exit 2)."""
     if args.input_list:
-        if args.input or args.half2 or args.output:
-            parser.error("--inputList cannot be combined with -i/-i2/-o")
+        if args.input or args.half2 or args.output or args.confidence:
+            parser.error("--inputList cannot be combined with -i/-i2/-o/--confidence")
     elif not (args.input and args.output):
         parser.error("the following arguments are required: -i/--inputMap, -o/--outputMap")
 
@@ -126,7 +132,12 @@ def read_job_list(path: str) -> list[tuple[list[str], str]]:
 def main(args: argparse.Namespace) -> int:
     """Run every job; with several, a failed job is reported on one line and the others still run (exit code:
     the worst failure's)."""
-    from ..errors import DeepEMhancerError
+    from .. import provenance
+    from ..errors import DeepEMhancerError, InputError
+
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be at least 1, got {args.threads}")
+    provenance.set_threads(args.threads)  # before the pipeline loads numpy's BLAS and torch
     from ..pipeline import enhance_file
 
     config = config_from_args(args)
@@ -142,7 +153,9 @@ def main(args: argparse.Namespace) -> int:
             log.info("Job %d/%d: %s -> %s", number, len(jobs), " + ".join(inputs), output)
         try:
             out = enhance_file(inputs, output, config=config, force=args.force, model=model,
-                               progress=ProgressReporter(), voxel_size=args.sampling)
+                               progress=ProgressReporter(), voxel_size=args.sampling,
+                               confidence=getattr(args, "confidence", None),
+                               provenance={"command": getattr(args, "command_line", None)})
         except DeepEMhancerError as exc:
             if len(jobs) == 1:
                 raise

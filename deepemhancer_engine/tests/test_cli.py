@@ -72,7 +72,7 @@ def test_halves_keep_exact_geometry(tmp_path, tiny, halves):
         assert np.isfinite(b.data).all()
         assert float(np.abs(b.data).max()) > 0
     assert [digest(h1), digest(h2)] == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mrc"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json", "out.mrc", "out_fsc.tsv"]  # provenance
 
 
 def test_refuses_to_overwrite_without_force(tmp_path, tiny, capsys):

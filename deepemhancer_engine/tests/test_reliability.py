@@ -698,7 +698,8 @@ def test_unusual_input_gives_exact_geometry(ok_results, name):
     data = fz.data_of(out)
     assert data.dtype == np.float32 and np.isfinite(data).all() and float(np.ptp(data)) > 0
     after = fz.snapshot(d)
-    assert set(after) == set(before) | {"out.mrc"}  # nothing else left behind
+    provenance = {"out.json"} | ({"out_fsc.tsv"} if len(before) == 2 else set())  # the sidecar; the FSC with halves
+    assert set(after) == set(before) | {"out.mrc"} | provenance  # nothing else left behind
     assert {k: after[k] for k in before} == before  # inputs byte-identical
 
 

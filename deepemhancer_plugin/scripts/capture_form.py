@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """Screenshot of the ProtDeepEMhancer form in the real Scipion GUI (docs/gui_protocol_form.png).
 
-Needs a display (e.g. ``Xvfb :77 -screen 0 1000x820x24 &  export DISPLAY=:77``) and ImageMagick's
-``import``. Two captures show every parameter between them (conditional ones depend on the mode):
-(a) two half-maps, noise-statistics normalisation, cleaning on; (b) one map, mask normalisation.
+Needs a display (e.g. ``Xvfb :77 -screen 0 1000x980x24 &  export DISPLAY=:77``); the screen is grabbed
+with Pillow (Scipion's own, built with XCB). Three captures side by side: (a) the form as it opens
+(two half-maps attached to a volume; the advanced level hidden); (b) the advanced level shown, the two
+half-maps given one by one, noise-statistics normalisation, cleaning on; (c) the advanced level shown,
+one map, mask normalisation.
 
     scipion3 python -m deepemhancer.scripts.capture_form OUT.png
 """
@@ -40,6 +42,7 @@ def makeProject(name="DeepEMhancerFormShot"):
 
 def newForm(project, imports, mask, mode):
     from deepemhancer.protocols import ProtDeepEMhancer
+    from pyworkflow.protocol.params import LEVEL_ADVANCED
 
     prot = project.newProtocol(ProtDeepEMhancer, objLabel="deepemhancer")
     prot.inputHalf1.set(imports[0])
@@ -51,7 +54,11 @@ def newForm(project, imports, mask, mode):
     prot.inputMask.set(mask)
     prot.inputMask.setExtended("outputMask")
     if mode == "a":
+        return prot  # the defaults
+    prot.expertLevel.set(LEVEL_ADVANCED)
+    if mode == "b":
         prot.useHalfMaps.set(True)
+        prot.halfMapsAttached.set(False)
         prot.normalization.set(1)
         prot.noiseMean.set(0.0)
         prot.noiseStd.set(0.1)
@@ -67,21 +74,15 @@ def capture(prot, out, delayMs=4000):
     from pyworkflow.gui.form import FormWindow
 
     win = FormWindow("Protocol Run: ProtDeepEMhancer", prot, lambda *a, **k: None)
-    win.root.geometry("980x800+0+0")
-
-    state = {}
+    win.root.geometry("980x960+0+0")
 
     def shoot():
-        # asynchronous: `import` needs the X server while Tk keeps serving its window
-        print("capturing", out, flush=True)
-        state["proc"] = subprocess.Popen(["import", "-window", "root", out])
-        win.root.after(200, waitShot)
+        from PIL import ImageGrab
 
-    def waitShot():
-        if state["proc"].poll() is None:
-            win.root.after(200, waitShot)
-        else:
-            win.root.quit()  # leave mainloop (self.root may be a Toplevel of a hidden Tk root)
+        print("capturing", out, flush=True)
+        win.root.update()  # everything drawn before the grab
+        ImageGrab.grab(xdisplay=os.environ.get("DISPLAY")).save(out)
+        win.root.quit()  # leave mainloop (self.root may be a Toplevel of a hidden Tk root)
 
     win.root.after(delayMs, shoot)
     win.show(center=False)  # deiconify + mainloop
@@ -108,12 +109,27 @@ def main(argv=None):
     out = os.path.abspath(argv[0] if argv else "gui_protocol_form.png")
     makeProject(name)
     tmp = tempfile.mkdtemp()
-    shots = [os.path.join(tmp, "form_%s.png" % mode) for mode in ("a", "b")]
-    for mode, shot in zip(("a", "b"), shots):
+    modes = ("a", "b", "c")
+    shots = [os.path.join(tmp, "form_%s.png" % mode) for mode in modes]
+    for mode, shot in zip(modes, shots):
         subprocess.run([sys.executable, "-m", "deepemhancer.scripts.capture_form", "--shot", mode, shot],
                        check=True, timeout=300)
-    subprocess.run(["convert", shots[0], shots[1], "+append", "-resize", "75%", out], check=True)
+    appendScaled(shots, out, scale=0.6)
     print("wrote", out)
+
+
+def appendScaled(shots, out, scale):
+    """The captures side by side, scaled (Pillow)."""
+    from PIL import Image
+
+    images = [Image.open(s).convert("RGB") for s in shots]
+    width, height = sum(i.width for i in images), max(i.height for i in images)
+    sheet = Image.new("RGB", (width, height), "white")
+    x = 0
+    for image in images:
+        sheet.paste(image, (x, 0))
+        x += image.width
+    sheet.resize((int(width * scale), int(height * scale)), Image.LANCZOS).save(out, optimize=True)
 
 
 if __name__ == "__main__":

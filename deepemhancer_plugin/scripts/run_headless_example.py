@@ -90,6 +90,7 @@ def main(argv=None):
         imports.append(imp)
 
     prot = project.newProtocol(ProtDeepEMhancer, objLabel="deepemhancer (CPU)", useHalfMaps=True,
+                               halfMapsAttached=False,
                                modelType=["tightTarget", "wideTarget", "highRes"].index(args.model),
                                useGpu=False, numberOfThreads=args.threads)
     for pointer, imp in zip((prot.inputHalf1, prot.inputHalf2), imports):
