@@ -52,7 +52,7 @@ log = logging.getLogger("confidence")
 TUNE_SEED = 20_000_000
 NOISE_SEED = 30_000_000
 NOISE_SPECTRA = ("falling", "flat", "rising_rolloff")
-GRID = {"band_low": (math.inf, 3.0), "window": (0.4, 0.5, 0.6, 0.8, 1.0), "sigmas": (2.0, 3.0)}
+GRID = {"band_low": (math.inf, 3.0), "window": (0.4, 0.5, 0.6, 0.8), "sigmas": (2.0, 3.0), "floor": (0.0, 1.0)}
 #: The tuning rule: the largest median Spearman among the settings whose pure-noise median stays under this.
 TUNE_NOISE = 0.05
 

@@ -13,7 +13,7 @@ def _f(v, digits=3) -> str:
 
 
 def write_tuning(path: Path, table: list[dict], meta: dict, noise_limit: float) -> None:
-    keys = ("band_low", "window", "sigmas", "spearman", "naive_spearman", "patch_ratio", "noise_median")
+    keys = ("band_low", "window", "sigmas", "floor", "spearman", "naive_spearman", "patch_ratio", "noise_median")
     ok = [r for r in table if r["noise_median"] <= noise_limit]
     best = max(ok, key=lambda r: r["spearman"]) if ok else None
     lines = [f"# Confidence parameters: tuning grid ({meta['split']}, seeds from {meta['seed0']})", "",
@@ -21,10 +21,10 @@ def write_tuning(path: Path, table: list[dict], meta: dict, noise_limit: float) 
              f"{table[0]['patch_cases']} with patches, {table[0]['noise_cases']} pure-noise cases; weights "
              f"{Path(meta['weights']).name}. Rule: the largest median Spearman among the settings whose pure-noise "
              f"median confidence is at most {noise_limit:g}.", "",
-             "Chosen: " + (", ".join(f"{k} {best[k]:g}" for k in keys[:3]) if best else "none passes the rule"), "",
+             "Chosen: " + (", ".join(f"{k} {best[k]:g}" for k in keys[:4]) if best else "none passes the rule"), "",
              "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for row in sorted(table, key=lambda r: -r["spearman"]):
-        lines.append("| " + " | ".join(_f(row[k], 2 if k in keys[:3] else 3) for k in keys) + " |")
+        lines.append("| " + " | ".join(_f(row[k], 2 if k in keys[:4] else 3) for k in keys) + " |")
     path.write_text("\n".join(lines) + "\n")
 
 GATES = (

@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 
 #: Confidence at or above which a voxel counts as trusted in the summary.
 TRUSTED = 0.5
+#: The confidence is computed on a grid of ``d / SAMPLING`` A voxels (``d``: the resolution) and brought back to
+#: the map's grid by Fourier interpolation: the band ends at ``d``, so the coarser grid loses nothing the window
+#: keeps, and at 1 A voxels and 4 A resolution it holds 1/27 of the voxels.
+SAMPLING = 3.0
 #: The summary's contour level: solvent noise mean plus this many noise standard deviations of the
 #: enhanced map (normalize.estimate_noise).
 CONTOUR_SIGMAS = 3.0
@@ -50,9 +54,10 @@ class ConfidenceParams:
 
     band_low: float = math.inf
     window: float = 0.6
-    sigmas: float = 2.0
+    sigmas: float = 3.0
     band_high: float = 1.0
     full: float = 0.99
+    floor: float = 0.0
 
     def __post_init__(self) -> None:
         if not (self.band_low > self.band_high > 0 and self.window > 0 and self.sigmas >= 0 and 0 < self.full < 1):
@@ -114,6 +119,22 @@ def confidence_map(e1: np.ndarray, e2: np.ndarray, voxel_size: float | Sequence[
     if not (resolution > 0 and math.isfinite(resolution)):
         raise InputError(f"confidence needs a positive resolution, got {resolution!r}")
     resolution = max(float(resolution), 2.0 * max(vs))
+    target = resolution / SAMPLING
+    if target <= max(vs) * (1.0 + 1e-3):
+        return _confidence_on_grid(e1, e2, vs, resolution, params)
+    from .resample import from_working_grid, to_working_grid
+
+    small1, info = to_working_grid(e1, vs, target=target)
+    small2, _ = to_working_grid(e2, vs, target=target)
+    conf = _confidence_on_grid(small1, small2, info.working_voxel_size, resolution, params)
+    del small1, small2
+    conf = from_working_grid(conf, info)
+    return np.clip(conf, 0.0, 1.0, out=conf)
+
+
+def _confidence_on_grid(e1: np.ndarray, e2: np.ndarray, vs: tuple[float, float, float], resolution: float,
+                        params: ConfidenceParams) -> np.ndarray:
+    """:func:`confidence_map` on the maps' own grid."""
     shape = e1.shape
     band = _band_response(frequency_grid(shape, vs, np.float32), resolution, params.band_low, params.band_high)
     f1 = scipy.fft.rfftn(e1, workers=-1)
@@ -127,7 +148,8 @@ def confidence_map(e1: np.ndarray, e2: np.ndarray, voxel_size: float | Sequence[
     del f1
     a2 = scipy.fft.irfftn(f2, s=shape, workers=-1).astype(np.float32)
     del f2
-    return _local_agreement(a1, a2, sigma_vox, params.sigmas * sigma0, noise_power, math.atanh(params.full))
+    return _local_agreement(a1, a2, sigma_vox, params.sigmas * sigma0, params.floor * noise_power,
+                            math.atanh(params.full))
 
 
 def _local_agreement(a1: np.ndarray, a2: np.ndarray, sigma_vox, shift: float, noise_power: float,
