@@ -316,18 +316,12 @@ def evaluate(
     calibrated = None
     if model is not None:
         maps = _with_model(volumes, model, grid, result, extra or {})
-        if confidence is not None:
-            calibrated = _calibrate(confidence, volumes["enhanced"], maps, half1, half2, result)
+        calibrated = _calibrate(confidence, volumes["enhanced"], maps, half1, half2, result)
     elif confidence is not None:
         result.notes.append("confidence map given without a model: no calibration")
     _honesty(half1, half2, volumes, vs, raw, enhancer, noise_test, seed, result, signal)
     if outdir is not None:
-        write_outputs(result, Path(outdir), volumes, plots=plots)
-        if plots and calibrated is not None:
-            from .plots import plot_calibration
-
-            result.files["confidence_png"] = plot_calibration(calibrated, Path(outdir) / "confidence_calibration.png",
-                                                              title=label)
+        write_outputs(result, Path(outdir), volumes, plots=plots, calibrated=calibrated)
     result.timing_s["total"] = time.perf_counter() - t_start
     return result
 
@@ -347,9 +341,12 @@ def _check_shapes(half1: np.ndarray, half2: np.ndarray, signal, extra: dict) -> 
 
 def _calibrate(confidence, enhanced, maps: _ModelMaps, half1, half2, result: EvaluationResult):
     """:func:`confidence.calibration` of ``confidence`` against the model (molecule: the CC_mask atom mask; the
-    naive answer from the raw halves unless they are one map); ``None`` and a note when it cannot run."""
+    naive answer from the raw halves unless they are one map); ``None`` without a confidence map, and with a
+    note when it cannot run."""
     from .confidence import calibration
 
+    if confidence is None:
+        return None
     halves = None if result.halves_identical else (half1, half2)
     try:
         found = calibration(confidence, enhanced, maps.model_map, maps.atom_mask > 0.5, result.voxel_size,
@@ -579,8 +576,10 @@ def _fmt(v: float) -> str:
     return "NA" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
 
 
-def write_outputs(result: EvaluationResult, outdir: Path, volumes: dict, *, plots: bool = True) -> None:
-    """Write the TSVs, the JSON summary and (``plots``) the PNG figures into ``outdir``."""
+def write_outputs(result: EvaluationResult, outdir: Path, volumes: dict, *, plots: bool = True,
+                  calibrated=None) -> None:
+    """Write the TSVs, the JSON summary and (``plots``) the PNG figures into ``outdir`` (with ``calibrated``, a
+    confidence.Calibration, also confidence_calibration.png)."""
     outdir.mkdir(parents=True, exist_ok=True)
     files = result.files
     files["metrics"] = str(_write_metrics_tsv(result, outdir / "metrics.tsv"))
@@ -589,6 +588,11 @@ def write_outputs(result: EvaluationResult, outdir: Path, volumes: dict, *, plot
     files["summary"] = str(outdir / "summary.json")
     if plots:
         files.update(make_plots(result, outdir, volumes))
+    if plots and calibrated is not None:
+        from .plots import plot_calibration
+
+        files["confidence_png"] = plot_calibration(calibrated, outdir / "confidence_calibration.png",
+                                                   title=result.label)
 
 
 def _write_metrics_tsv(result: EvaluationResult, path: Path) -> Path:
