@@ -2,21 +2,21 @@
 
 Each half map is enhanced on its own with the same network and settings as the average. Where the
 enhanced density is real, both halves reproduce it independently; where the network made it up from
-noise, they disagree. The confidence measures that agreement where the network adds detail:
+noise, they disagree. The confidence measures that agreement in the band the data support:
 
-1. both enhanced halves are band-passed to the detail band, from ``band_low * d`` to ``d`` (``d``: the
-   half-map FSC-0.143 resolution), with raised-cosine edges;
-2. their local correlation ``cc`` in a Gaussian window of ``window * d`` (sigma, A);
+1. both enhanced halves are low-passed at ``d`` (the half-map FSC-0.143 resolution; optionally band-passed
+   from ``band_low * d``) and Fourier-resampled to ``d / SAMPLING`` A voxels;
+2. their local correlation ``cc`` in a Gaussian window of sigma ``window * d`` (A), local means removed;
 3. the spread that noise alone gives to ``cc`` in that window, ``sigma0``, from the autocorrelation of the
-   difference of the two band-passed halves (signal cancels there; what is left is the noise, with its
-   real colour): ``sigma0^2 = sum_r A(r) rho(r)^2``, ``A`` the window's self-overlap (a normalised
-   Gaussian of sigma ``sqrt(2) * window * d``), ``rho`` the noise autocorrelation;
-4. ``confidence = tanh(max(0, atanh(cc) - sigmas * sigma0))``: the local correlation of the independent
-   halves after removing ``sigmas`` noise-only standard deviations in Fisher z; 0 where the agreement is
-   within what noise gives, towards 1 where both halves carry the same detail.
+   difference of the two filtered halves (signal cancels there; what is left is the noise, with its real
+   colour): ``sigma0^2 = sum_r A(r) rho(r)^2``, ``A`` the window's self-overlap (a normalised Gaussian of
+   sigma ``sqrt(2) * window * d``), ``rho`` the noise autocorrelation;
+4. ``confidence = clip((atanh(cc) - sigmas * sigma0) / atanh(full), 0, 1)``: 0 where the agreement is within
+   what noise gives, 1 where the halves agree as well as a correlation of ``full`` (0.99); linear in Fisher z
+   between; brought back to the map's grid.
 
-Why each choice: docs/design.md, "Confidence map". The parameters were tuned on simulated pairs of the
-training split only (``benchmarks/confidence.py --tune``).
+Why each choice, what was tried and the measured calibration: docs/design.md, "Confidence map". The
+parameters were tuned on simulated pairs of the training split only (``benchmarks/confidence.py --tune``).
 """
 
 from __future__ import annotations
@@ -49,8 +49,11 @@ CONTOUR_SIGMAS = 3.0
 
 @dataclasses.dataclass(frozen=True)
 class ConfidenceParams:
-    """The method's three numbers (module text): the band's coarse end and the window's sigma, both in units
-    of the resolution ``d``, and the noise-only standard deviations removed in Fisher z."""
+    """The method's numbers (module text), lengths in units of the resolution ``d``: ``band_low`` the band's
+    coarse end (inf: everything up to the fine end), ``band_high`` its fine end, ``window`` the window's sigma,
+    ``sigmas`` the noise-only standard deviations removed in Fisher z, ``full`` the correlation that maps to 1,
+    ``floor`` how much of the box's mean noise power is added to the local variances (0: none). The defaults
+    were chosen on the train split (docs/design.md, "Confidence map")."""
 
     band_low: float = math.inf
     window: float = 0.6
@@ -69,7 +72,8 @@ DEFAULT_PARAMS = ConfidenceParams()
 
 
 def _band_response(s: np.ndarray, resolution: float, band_low: float, band_high: float) -> np.ndarray:
-    """The detail band ``[band_low * d, band_high * d]`` (A) with raised-cosine edges a fifth of each cut wide."""
+    """The band ``[band_low * d, band_high * d]`` (A; a low-pass when ``band_low`` is inf) with raised-cosine
+    edges a fifth of each cut wide."""
     top = 1.0 / (band_high * resolution)
     low = raised_cosine(s, top, 0.2 * top)
     if math.isfinite(band_low):
