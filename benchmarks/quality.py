@@ -99,12 +99,24 @@ class Scored:
 
 def simulated_cases(limit: int, structures: Path, max_box: float, target: str = "tightTarget"):
     """Yield up to ``limit`` simulated held-out cases in boxes of at most ``max_box`` A (lazy simulator)."""
+    for name, path, seed, pair in simulated_pairs(limit, structures, max_box):
+        grid = GridInfo(shape=pair.half1.shape, voxel_size=tuple(pair.voxel_size), origin=tuple(pair.origin))
+        note = f"seed {seed}, {pair.voxel_size[0]:.2f} A/px" + (", micelle" if pair.info.get("micelle") else "")
+        yield Case(name, "simulated", pair.half1, pair.half2, grid, path, note=note,
+                   target=pair.targets[target], signal=pair.signal)
+
+
+def simulated_pairs(limit: int, structures: Path, max_box: float, *, split: str = "split_eval.txt",
+                    seed0: int = EVAL_SEED, ligands: bool | None = False):
+    """Yield ``(name, path, seed, SimulatedPair)`` for up to ``limit`` structures of ``split`` that fit in
+    ``max_box`` A uncropped, the k-th structure of the list with seed ``seed0 + k`` (held-out pairs: split_eval,
+    seeds from :data:`EVAL_SEED`; ``ligands`` forces pseudo-ligands on or off, None = the simulator's draw)."""
     try:
         from deepemhancer_engine.training.simulate import load_atoms, sample_resolution_and_voxel, simulate_pair
     except ImportError as err:
         raise SystemExit(f"the simulator deepemhancer_engine.training.simulate is not available ({err}); "
                          "run with --no-sim to benchmark the real maps only") from None
-    names = (structures / "split_eval.txt").read_text().split()
+    names = (structures / split).read_text().split()
     done = 0
     for k, name in enumerate(names):
         if done >= limit:
@@ -117,19 +129,16 @@ def simulated_cases(limit: int, structures: Path, max_box: float, target: str = 
         if float((atoms.pos.max(0) - atoms.pos.min(0)).max()) + 2 * SIM_MAX_PAD > max_box:
             continue  # the simulator would crop it to fit the box
         path = structures / name
-        seed = EVAL_SEED + k
+        seed = seed0 + k
         res, voxel = sample_resolution_and_voxel(np.random.default_rng(seed))
         pair = simulate_pair(path, seed, resolution=res, voxel_size=voxel, max_box=int(max_box / voxel) // 2 * 2,
-                             ligands=False)
+                             ligands=ligands)
         n_file = len(atoms.pos)
         if pair.info.get("n_atoms", n_file) < n_file:
             log.info("skip %s: the simulator cropped it (%d of %d atoms)", name, pair.info["n_atoms"], n_file)
             continue
-        grid = GridInfo(shape=pair.half1.shape, voxel_size=tuple(pair.voxel_size), origin=tuple(pair.origin))
-        note = f"seed {seed}, {pair.voxel_size[0]:.2f} A/px" + (", micelle" if pair.info.get("micelle") else "")
         done += 1
-        yield Case(Path(name).name.split("__")[0], "simulated", pair.half1, pair.half2, grid, path, note=note,
-                   target=pair.targets[target], signal=pair.signal)
+        yield Path(name).name.split("__")[0], path, seed, pair
 
 
 def real_cases(real_dir: Path, match: str | None = None):

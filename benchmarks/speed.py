@@ -5,6 +5,8 @@ resampled to 1 A) the CLI runs in a fresh subprocess per configuration:
 
 - ``default``: the CLI defaults (Gaussian blending at the default stride, automatic precision);
 - ``legacy``: ``--blend constant --stride 16`` (the original DeepEMhancer's cube count and averaging);
+- ``halves`` and ``confidence`` (``--confidence-sizes``): the map and a second half map (same molecule, other
+  noise) with ``-i2``, without and with ``--confidence`` (its cost: the ratio of the two walls);
 - optionally ``default-fp32`` (mixed precision off, to show what bf16/fp16 costs in accuracy) and a
   stride sweep (``--stride S`` with Gaussian blending) on one size, to choose the default stride.
 
@@ -50,8 +52,9 @@ STAGES = ("read", "resample", "normalise", "network", "blend", "write")
 # ================================================================================================
 
 
-def make_map(path: str, size: int, voxel: float, seed: int) -> dict:
-    """Write a synthetic molecule (blobs at ~3.5 A in an ellipsoid, plus noise) and its mask."""
+def make_map(path: str, size: int, voxel: float, seed: int, noise_seed: int | None = None) -> dict:
+    """Write a synthetic molecule (blobs at ~3.5 A in an ellipsoid, plus noise) and its mask; ``noise_seed``
+    draws the noise from its own generator (the second half map of the ``confidence`` rows: same molecule)."""
     import mrcfile
     import numpy as np
     from scipy import ndimage
@@ -73,7 +76,8 @@ def make_map(path: str, size: int, voxel: float, seed: int) -> dict:
                 + ((xx - c) * voxel / (semi[2] + 6)) ** 2)
     mask = np.clip((1.0 - r) * (semi.min() + 6) / (4.0 * voxel), 0, 1).astype(np.float32)
     del r
-    vol += rng.normal(scale=0.05, size=vol.shape).astype(np.float32)
+    noise_rng = rng if noise_seed is None else np.random.default_rng(noise_seed)
+    vol += noise_rng.normal(scale=0.05, size=vol.shape).astype(np.float32)
     for p, data in ((path, vol), (path.replace(".mrc", "_mask.mrc"), mask)):
         with mrcfile.new(p, overwrite=True) as m:
             m.set_data(data)
@@ -259,6 +263,8 @@ def configs_for(m: dict, args) -> list[tuple[str, list[str], str | None]]:
         from deepemhancer_engine.config import DEFAULT_STRIDE  # light import (no torch)
 
         out += [(f"stride {s}", ["--stride", str(s)], None) for s in args.sweep if s != DEFAULT_STRIDE]
+    if m["voxel"] == 1.0 and m["size"] in args.confidence_sizes:  # two half maps, without and with --confidence
+        out += [("halves", ["-i2", "{half2}"], None), ("confidence", ["-i2", "{half2}", "--confidence", "{conf}"], None)]
     return out
 
 
@@ -293,6 +299,8 @@ def run_all(args) -> None:
         outputs = {}
         for label, extra, amp in configs_for(m, args):
             outputs[label] = str(work / f"out_{m['size']}_{m['voxel']:g}_{label.replace(' ', '')}.mrc")
+            if "{half2}" in extra:
+                extra = _half_map_args(extra, path, m, work, log_path)
             argv = ["-i", path, "-o", outputs[label], "--weights", str(weights), "--device", args.device,
                     "--force", *extra, *(["-b", str(args.batch_size)] if args.batch_size else [])]
             res, wall = child("--run", {"argv": argv, "amp": amp}, log_path)
@@ -307,11 +315,22 @@ def run_all(args) -> None:
                   f"peak {row.get('vmhwm_mb') or 0:.0f} MB", flush=True)
             write_report(out_md, rows, meta)
         if not args.keep:
-            for p in [*outputs.values(), path, path.replace(".mrc", "_mask.mrc")]:
+            for p in [*outputs.values(), path, path.replace(".mrc", "_mask.mrc"), path.replace(".mrc", "_half2.mrc"),
+                      path.replace(".mrc", "_half2_mask.mrc"), str(work / f"conf_{m['size']}_{m['voxel']:g}.mrc")]:
                 Path(p).unlink(missing_ok=True)
     meta["load_end"] = _load()
     write_report(out_md, rows, meta)
     print(f"done: {out_md}", flush=True)
+
+
+def _half_map_args(extra: list[str], path: str, m: dict, work: Path, log_path: Path) -> list[str]:
+    """``extra`` with ``{half2}`` (the same molecule, other noise; made once) and ``{conf}`` filled in."""
+    half2 = path.replace(".mrc", "_half2.mrc")
+    if not Path(half2).exists():
+        child("--make-map", {"path": half2, "size": m["size"], "voxel": m["voxel"], "seed": 1, "noise_seed": 2},
+              log_path)
+    conf = str(work / f"conf_{m['size']}_{m['voxel']:g}.mrc")
+    return [a.replace("{half2}", half2).replace("{conf}", conf) for a in extra]
 
 
 def compare_child(a: str, b: str, map_path: str, log_path: Path) -> dict:
@@ -477,6 +496,15 @@ def targets(by: dict) -> list[str]:
         if "cc_mask" in d:
             out.append(f"- 256^3 CC default vs legacy inside the molecule {d['cc_mask']:.4f} (target >= 0.995): "
                        f"{'met' if d['cc_mask'] >= 0.995 else 'NOT met'}")
+    half, conf = by.get(("256^3 @ 1 A", "halves")), by.get(("256^3 @ 1 A", "confidence"))
+    if half and conf:
+        r = conf["wall_s"] / half["wall_s"]
+        out.append(f"- 256^3 --confidence / the same half maps without it {r:.2f}x (target <= 3.2x): "
+                   f"{'met' if r <= 3.2 else 'NOT met'}")
+    bigc = by.get(("384^3 @ 1 A", "confidence"))
+    if bigc and bigc.get("vmhwm_mb"):
+        out.append(f"- 384^3 --confidence peak RSS {bigc['vmhwm_mb']:.0f} MB (target <= 3072 MB): "
+                   f"{'met' if bigc['vmhwm_mb'] <= 3072 else 'NOT met'}")
     big = by.get(("384^3 @ 1 A", "default"))
     if big and big.get("vmhwm_mb"):
         out.append(f"- 384^3 default peak RSS {big['vmhwm_mb']:.0f} MB (target < 3072 MB): "
@@ -539,6 +567,8 @@ def parse_args(argv=None):
     p.add_argument("--sweep", type=int, nargs="*", default=[24, 32, 40, 48],
                    help="strides to sweep with Gaussian blending (the default stride is the 'default' row)")
     p.add_argument("--sweep-size", type=int, default=256, help="map edge of the stride sweep")
+    p.add_argument("--confidence-sizes", type=int, nargs="*", default=[256, 384],
+                   help="1 A map edges also run as two half maps, without and with --confidence")
     p.add_argument("--quick", action="store_true", help="128^3 and a small resampled map; small sweep")
     p.add_argument("--out", help="report path (default: WORKDIR/speed.md); JSONL and PNG beside it")
     p.add_argument("--workdir", help="where maps and outputs go (default: a new temporary folder)")
@@ -546,7 +576,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     if args.quick:
-        args.sizes, args.resampled_size, args.fp32_sizes = [128], 120, [128]
+        args.sizes, args.resampled_size, args.fp32_sizes, args.confidence_sizes = [128], 120, [128], [128]
         args.sweep, args.sweep_size = [40], 128
     return args
 

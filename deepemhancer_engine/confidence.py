@@ -2,21 +2,21 @@
 
 Each half map is enhanced on its own with the same network and settings as the average. Where the
 enhanced density is real, both halves reproduce it independently; where the network made it up from
-noise, they disagree. The confidence measures that agreement where the network adds detail:
+noise, they disagree. The confidence measures that agreement in the band the data support:
 
-1. both enhanced halves are band-passed to the detail band, from ``band_low * d`` to ``d`` (``d``: the
-   half-map FSC-0.143 resolution), with raised-cosine edges;
-2. their local correlation ``cc`` in a Gaussian window of ``window * d`` (sigma, A);
+1. both enhanced halves are low-passed at ``d`` (the half-map FSC-0.143 resolution; optionally band-passed
+   from ``band_low * d``) and Fourier-resampled to ``d / SAMPLING`` A voxels;
+2. their local correlation ``cc`` in a Gaussian window of sigma ``window * d`` (A), local means removed;
 3. the spread that noise alone gives to ``cc`` in that window, ``sigma0``, from the autocorrelation of the
-   difference of the two band-passed halves (signal cancels there; what is left is the noise, with its
-   real colour): ``sigma0^2 = sum_r A(r) rho(r)^2``, ``A`` the window's self-overlap (a normalised
-   Gaussian of sigma ``sqrt(2) * window * d``), ``rho`` the noise autocorrelation;
-4. ``confidence = tanh(max(0, atanh(cc) - sigmas * sigma0))``: the local correlation of the independent
-   halves after removing ``sigmas`` noise-only standard deviations in Fisher z; 0 where the agreement is
-   within what noise gives, towards 1 where both halves carry the same detail.
+   difference of the two filtered halves (signal cancels there; what is left is the noise, with its real
+   colour): ``sigma0^2 = sum_r A(r) rho(r)^2``, ``A`` the window's self-overlap (a normalised Gaussian of
+   sigma ``sqrt(2) * window * d``), ``rho`` the noise autocorrelation;
+4. ``confidence = clip((atanh(cc) - sigmas * sigma0) / atanh(full), 0, 1)``: 0 where the agreement is within
+   what noise gives, 1 where the halves agree as well as a correlation of ``full`` (0.99); linear in Fisher z
+   between; brought back to the map's grid.
 
-Why each choice: docs/design.md, "Confidence map". The parameters were tuned on simulated pairs of the
-training split only (``benchmarks/confidence.py --tune``).
+Why each choice, what was tried and the measured calibration: docs/design.md, "Confidence map". The
+parameters were tuned on simulated pairs of the training split only (``benchmarks/confidence.py --tune``).
 """
 
 from __future__ import annotations
@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 
 #: Confidence at or above which a voxel counts as trusted in the summary.
 TRUSTED = 0.5
+#: The confidence is computed on a grid of ``d / SAMPLING`` A voxels (``d``: the resolution) and brought back to
+#: the map's grid by Fourier interpolation: the band ends at ``d``, so the coarser grid loses nothing the window
+#: keeps, and at 1 A voxels and 4 A resolution it holds 1/27 of the voxels.
+SAMPLING = 3.0
 #: The summary's contour level: solvent noise mean plus this many noise standard deviations of the
 #: enhanced map (normalize.estimate_noise).
 CONTOUR_SIGMAS = 3.0
@@ -45,26 +49,37 @@ CONTOUR_SIGMAS = 3.0
 
 @dataclasses.dataclass(frozen=True)
 class ConfidenceParams:
-    """The method's three numbers (module text): the band's coarse end and the window's sigma, both in units
-    of the resolution ``d``, and the noise-only standard deviations removed in Fisher z."""
+    """The method's numbers (module text), lengths in units of the resolution ``d``: ``band_low`` the band's
+    coarse end (inf: everything up to the fine end), ``band_high`` its fine end, ``window`` the window's sigma,
+    ``sigmas`` the noise-only standard deviations removed in Fisher z, ``full`` the correlation that maps to 1,
+    ``floor`` how much of the box's mean noise power is added to the local variances (0: none). The defaults
+    were chosen on the train split (docs/design.md, "Confidence map")."""
 
-    band_low: float = 3.0
-    window: float = 1.0
-    sigmas: float = 2.0
+    band_low: float = math.inf
+    window: float = 0.6
+    sigmas: float = 3.0
+    band_high: float = 1.0
+    full: float = 0.99
+    floor: float = 0.0
 
     def __post_init__(self) -> None:
-        if not (self.band_low > 1.0 and self.window > 0 and self.sigmas >= 0):
-            raise InputError(f"confidence parameters need band_low > 1, window > 0, sigmas >= 0, got {self}")
+        if not (self.band_low > self.band_high > 0 and self.window > 0 and self.sigmas >= 0 and 0 < self.full < 1):
+            raise InputError(f"confidence parameters need band_low > band_high > 0, window > 0, sigmas >= 0, "
+                             f"0 < full < 1, got {self}")
 
 
 DEFAULT_PARAMS = ConfidenceParams()
 
 
-def _band_response(s: np.ndarray, resolution: float, band_low: float) -> np.ndarray:
-    """The detail band ``[band_low * d, d]`` (A) with raised-cosine edges a tenth of each cut wide."""
-    top, bottom = 1.0 / resolution, 1.0 / (band_low * resolution)
+def _band_response(s: np.ndarray, resolution: float, band_low: float, band_high: float) -> np.ndarray:
+    """The band ``[band_low * d, band_high * d]`` (A; a low-pass when ``band_low`` is inf) with raised-cosine
+    edges a fifth of each cut wide."""
+    top = 1.0 / (band_high * resolution)
     low = raised_cosine(s, top, 0.2 * top)
-    return (low * (1.0 - raised_cosine(s, bottom, 0.2 * bottom))).astype(np.float32)
+    if math.isfinite(band_low):
+        bottom = 1.0 / (band_low * resolution)
+        low *= 1.0 - raised_cosine(s, bottom, 0.2 * bottom)
+    return low.astype(np.float32)
 
 
 def _window_sigma(resolution: float, window: float, vs: tuple[float, float, float]) -> tuple[float, ...]:
@@ -72,14 +87,17 @@ def _window_sigma(resolution: float, window: float, vs: tuple[float, float, floa
     return tuple(window * resolution / v for v in (vs[2], vs[1], vs[0]))
 
 
-def null_spread(f1: np.ndarray, f2: np.ndarray, shape: Sequence[int], sigma_vox: Sequence[float]) -> float:
-    """Standard deviation of the windowed correlation of two independent noise fields with the noise of
-    the halves (``f1``, ``f2``: their band-passed ``rfftn``), ``sqrt(sum_r A(r) rho(r)^2)`` (module text)."""
+def null_spread(f1: np.ndarray, f2: np.ndarray, shape: Sequence[int], sigma_vox: Sequence[float]
+                ) -> tuple[float, float]:
+    """``(sigma0, N)``: the standard deviation of the windowed correlation of two independent noise fields
+    with the noise of the halves, ``sqrt(sum_r A(r) rho(r)^2)`` (module text), and the mean noise power per
+    voxel of one band-passed half, ``N`` (``f1``, ``f2``: the halves' band-passed ``rfftn``)."""
     power = np.abs(f1 - f2) ** 2
     rho = scipy.fft.irfftn(power, s=tuple(shape), workers=-1).astype(np.float32)
     del power
     if not rho.flat[0] > 0:
-        return 1.0  # identical halves: nothing measures the noise, no agreement is trusted
+        return 1.0, 0.0  # identical halves: nothing measures the noise, no agreement is trusted
+    noise_power = 0.5 * float(rho.flat[0]) / math.prod(shape)  # mean (a1 - a2)^2 / 2: one half's noise power
     rho /= rho.flat[0]
     rho *= rho
     for axis, (n, sig) in enumerate(zip(shape, sigma_vox)):
@@ -89,7 +107,7 @@ def null_spread(f1: np.ndarray, f2: np.ndarray, shape: Sequence[int], sigma_vox:
         view = [1, 1, 1]
         view[axis] = n
         rho *= g.reshape(view).astype(np.float32)
-    return float(math.sqrt(max(float(rho.sum(dtype=np.float64)), 1e-12)))
+    return float(math.sqrt(max(float(rho.sum(dtype=np.float64)), 1e-12))), noise_power
 
 
 def confidence_map(e1: np.ndarray, e2: np.ndarray, voxel_size: float | Sequence[float], resolution: float,
@@ -105,42 +123,79 @@ def confidence_map(e1: np.ndarray, e2: np.ndarray, voxel_size: float | Sequence[
     if not (resolution > 0 and math.isfinite(resolution)):
         raise InputError(f"confidence needs a positive resolution, got {resolution!r}")
     resolution = max(float(resolution), 2.0 * max(vs))
+    target = resolution / SAMPLING
+    if target <= max(vs) * (1.0 + 1e-3):
+        return _confidence_on_grid(e1, e2, vs, resolution, params)
+    from .resample import from_working_grid, to_working_grid
+
+    small1, info = to_working_grid(e1, vs, target=target)
+    small2, _ = to_working_grid(e2, vs, target=target)
+    conf = _confidence_on_grid(small1, small2, info.working_voxel_size, resolution, params)
+    del small1, small2
+    conf = from_working_grid(conf, info)
+    return np.clip(conf, 0.0, 1.0, out=conf)
+
+
+def _confidence_on_grid(e1: np.ndarray, e2: np.ndarray, vs: tuple[float, float, float], resolution: float,
+                        params: ConfidenceParams) -> np.ndarray:
+    """:func:`confidence_map` on the maps' own grid."""
     shape = e1.shape
-    band = _band_response(frequency_grid(shape, vs, np.float32), resolution, params.band_low)
+    band = _band_response(frequency_grid(shape, vs, np.float32), resolution, params.band_low, params.band_high)
     f1 = scipy.fft.rfftn(e1, workers=-1)
     f1 *= band
     f2 = scipy.fft.rfftn(e2, workers=-1)
     f2 *= band
     del band
     sigma_vox = _window_sigma(resolution, params.window, vs)
-    sigma0 = null_spread(f1, f2, shape, sigma_vox)
+    sigma0, noise_power = null_spread(f1, f2, shape, sigma_vox)
     a1 = scipy.fft.irfftn(f1, s=shape, workers=-1).astype(np.float32)
     del f1
     a2 = scipy.fft.irfftn(f2, s=shape, workers=-1).astype(np.float32)
     del f2
-    return _local_agreement(a1, a2, sigma_vox, params.sigmas * sigma0)
+    return _local_agreement(a1, a2, sigma_vox, params.sigmas * sigma0, params.floor * noise_power,
+                            math.atanh(params.full))
 
 
-def _local_agreement(a1: np.ndarray, a2: np.ndarray, sigma_vox, shift: float) -> np.ndarray:
-    """``tanh(max(0, atanh(cc) - shift))`` of the windowed correlation ``cc`` of ``a1`` and ``a2``; both are
-    overwritten (the band-passed maps have no local mean to remove)."""
-    s12 = ndimage.gaussian_filter(a1 * a2, sigma_vox, mode="wrap")
+def _local_agreement(a1: np.ndarray, a2: np.ndarray, sigma_vox, shift: float, noise_power: float,
+                     z_full: float) -> np.ndarray:
+    """``clip((atanh(cc) - shift) / z_full, 0, 1)`` of the windowed correlation of ``a1`` and ``a2`` (local means
+    removed),
+    ``cc = C12 / sqrt((C11 + N) (C22 + N))``; ``N``, the box's mean noise power, keeps a faint pattern both
+    halves share where the network leaves almost nothing (the solvent) from counting as agreement. Both inputs
+    are overwritten."""
+
+    def smooth(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        return ndimage.gaussian_filter(x, sigma_vox, output=out, mode="wrap")
+
+    m1, m2 = smooth(a1), smooth(a2)
+    c12 = smooth(a1 * a2)
+    c12 -= m1 * m2
     a1 *= a1
-    ndimage.gaussian_filter(a1, sigma_vox, output=a1, mode="wrap")
+    smooth(a1, a1)
+    m1 *= m1
+    a1 -= m1
+    del m1
     a2 *= a2
-    ndimage.gaussian_filter(a2, sigma_vox, output=a2, mode="wrap")
+    smooth(a2, a2)
+    m2 *= m2
+    a2 -= m2
+    del m2
+    np.maximum(a1, 0.0, out=a1)
+    np.maximum(a2, 0.0, out=a2)
+    a1 += noise_power
+    a2 += noise_power
     a1 *= a2
     del a2
-    floor = 1e-12 * float(a1.mean()) + 1e-30  # empty regions (a masked output): no agreement, not 0/0
-    np.sqrt(a1 + floor, out=a1)
-    np.divide(s12, a1, out=s12)
+    a1 += 1e-12 * float(a1.mean()) + 1e-30  # empty regions (a masked output): no agreement, not 0/0
+    np.sqrt(a1, out=a1)
+    np.divide(c12, a1, out=c12)
     del a1
-    np.clip(s12, -0.999999, 0.999999, out=s12)
-    np.arctanh(s12, out=s12)
-    s12 -= shift
-    np.maximum(s12, 0.0, out=s12)
-    np.tanh(s12, out=s12)
-    return s12
+    np.clip(c12, -0.999999, 0.999999, out=c12)
+    np.arctanh(c12, out=c12)
+    c12 -= shift
+    c12 /= z_full
+    np.clip(c12, 0.0, 1.0, out=c12)
+    return c12
 
 
 def summary(enhanced: np.ndarray, confidence: np.ndarray) -> dict:
@@ -200,3 +255,70 @@ def timed_confidence(e1, e2, voxel_size, resolution, params=DEFAULT_PARAMS, timi
     if timings is not None:
         timings["confidence"] = timings.get("confidence", 0.0) + time.perf_counter() - t0
     return conf
+
+
+# ------------------------------------------------------------------------------------------ calibration
+
+#: Edge (A) of the blocks the calibration divides the molecule into.
+BLOCK_EDGE = 7.0
+
+
+def blocks(volume: np.ndarray, edge: int) -> np.ndarray:
+    """The ``edge``-voxel cubes of ``volume`` (trimmed to whole cubes) as rows: ``[n_blocks, edge^3]``."""
+    nz, ny, nx = (n // edge for n in volume.shape)
+    v = np.asarray(volume)[: nz * edge, : ny * edge, : nx * edge]
+    v = v.reshape(nz, edge, ny, edge, nx, edge).transpose(0, 2, 4, 1, 3, 5)
+    return v.reshape(nz * ny * nx, edge**3)
+
+
+def block_cc(a: np.ndarray, b: np.ndarray, edge: int) -> np.ndarray:
+    """Pearson correlation of ``a`` and ``b`` in each block (0 where either is constant)."""
+    x, y = (blocks(np.asarray(m, dtype=np.float64), edge) for m in (a, b))
+    x = x - x.mean(1, keepdims=True)
+    y = y - y.mean(1, keepdims=True)
+    den = np.sqrt((x * x).sum(1) * (y * y).sum(1))
+    return np.where(den > 0, (x * y).sum(1) / np.where(den > 0, den, 1.0), 0.0)
+
+
+@dataclasses.dataclass
+class Calibration:
+    """Per block of the molecule: mean confidence, local CC of the enhanced map with the model map and (with
+    half maps) local CC of the two raw halves, the naive answer; Spearman correlations of both with the
+    model CC; ``low``/``high``: median confidence of the blocks in the lowest and highest quarter of model CC."""
+
+    confidence: np.ndarray
+    model_cc: np.ndarray
+    naive: np.ndarray | None
+    spearman: float
+    naive_spearman: float
+    low: float
+    high: float
+
+    def values(self) -> dict[str, float]:
+        return {"blocks": float(len(self.model_cc)), "spearman": self.spearman,
+                "naive_spearman": self.naive_spearman, "conf_low_quarter": self.low, "conf_high_quarter": self.high}
+
+
+def calibration(confidence: np.ndarray, enhanced: np.ndarray, model_map: np.ndarray, molecule: np.ndarray,
+                voxel_size: float | Sequence[float], *, halves: tuple[np.ndarray, np.ndarray] | None = None,
+                edge_A: float = BLOCK_EDGE) -> Calibration:
+    """How well the confidence ranks the molecule's blocks (``edge_A`` cubes, at least half inside ``molecule``)
+    by the local CC of ``enhanced`` with ``model_map``; the naive answer is the raw halves' local CC."""
+    from scipy.stats import spearmanr
+
+    edge = max(2, round(edge_A / max(as_xyz(voxel_size))))
+    keep = blocks(np.asarray(molecule, dtype=np.float32), edge).mean(1) >= 0.5
+    if np.count_nonzero(keep) < 3:
+        raise InputError(f"fewer than 3 blocks of {edge_A:g} A lie inside the molecule: too small to calibrate")
+    conf = blocks(confidence, edge).mean(1)[keep]
+    cc = block_cc(enhanced, model_map, edge)[keep]
+    naive = block_cc(*halves, edge)[keep] if halves is not None else None
+
+    def rank(x) -> float:
+        r = spearmanr(x, cc).statistic if np.ptp(x) > 0 else float("nan")
+        return float(r)
+
+    q1, q3 = np.percentile(cc, [25, 75])
+    return Calibration(confidence=conf, model_cc=cc, naive=naive, spearman=rank(conf),
+                       naive_spearman=rank(naive) if naive is not None else float("nan"),
+                       low=float(np.median(conf[cc <= q1])), high=float(np.median(conf[cc >= q3])))

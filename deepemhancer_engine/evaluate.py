@@ -145,6 +145,9 @@ class EvaluationResult:
     extra_variants: dict[str, dict[str, float]] | None = dataclasses.field(default=None,
                                                                            metadata={"optional": True})
     curves: dict[str, M.FSCCurve] = dataclasses.field(default_factory=dict, metadata={"summary": False})
+    #: With a model and a confidence map: :meth:`confidence.Calibration.values` (blocks of the molecule; Spearman
+    #: of block confidence with block CC of the enhanced map vs the model map, the naive answer's, quarters).
+    confidence_calibration: dict | None = dataclasses.field(default=None, metadata={"optional": True})
     #: The model map low-passed at the resolution (the map CC_mask/CC_box compare with); None without a model.
     model_map: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False,
                                                      metadata={"summary": False})
@@ -281,6 +284,7 @@ def evaluate(
     plots: bool = True,
     signal: np.ndarray | None = None,
     extra: dict[str, np.ndarray] | None = None,
+    confidence: np.ndarray | None = None,
 ) -> EvaluationResult:
     """Compute every metric of the module docstring and (with ``outdir``) write the files.
 
@@ -295,22 +299,29 @@ def evaluate(
         signal: the noise-free map the halves share (simulated pairs): runs the in-band honesty check.
         extra: further maps (name -> map) scored against the model like the variants (``result.extra_variants``,
             metrics.tsv rows after the variants), e.g. a real map enhanced at its nominal resolution.
+        confidence: the enhanced map's confidence map (``deepemhancer --confidence``); with a model, its
+            calibration against the model (``result.confidence_calibration``, ``confidence_calibration.png``).
     """
     t_start = time.perf_counter()
     half1 = np.asarray(half1, dtype=np.float32)
     half2 = np.asarray(half2, dtype=np.float32)
-    _check_shapes(half1, half2, signal, extra or {})
+    _check_shapes(half1, half2, signal, {**(extra or {}), **({"confidence": confidence} if confidence is not None
+                                                             else {})})
     vs = tuple(float(v) for v in grid.voxel_size)
     result = EvaluationResult(label=label, shape=tuple(half1.shape), voxel_size=vs,
                               halves_identical=half1 is half2 or bool(np.array_equal(half1, half2)),
                               model=str(model) if model is not None else None)
     raw = _half_map_fsc(half1, half2, vs, resolution, result)
     volumes = _variants(half1, half2, vs, enhanced, enhancer, resolution, result)
+    calibrated = None
     if model is not None:
-        _with_model(volumes, model, grid, result, extra or {})
+        maps = _with_model(volumes, model, grid, result, extra or {})
+        calibrated = _calibrate(confidence, volumes["enhanced"], maps, half1, half2, result)
+    elif confidence is not None:
+        result.notes.append("confidence map given without a model: no calibration")
     _honesty(half1, half2, volumes, vs, raw, enhancer, noise_test, seed, result, signal)
     if outdir is not None:
-        write_outputs(result, Path(outdir), volumes, plots=plots)
+        write_outputs(result, Path(outdir), volumes, plots=plots, calibrated=calibrated)
     result.timing_s["total"] = time.perf_counter() - t_start
     return result
 
@@ -328,8 +339,28 @@ def _check_shapes(half1: np.ndarray, half2: np.ndarray, signal, extra: dict) -> 
                              f"{half1.shape}")
 
 
-def _with_model(volumes: dict, model, grid, result: EvaluationResult, extra: dict) -> None:
-    """The LocScale variant (added to ``volumes``) and the map-model metrics of every variant and ``extra`` map."""
+def _calibrate(confidence, enhanced, maps: _ModelMaps, half1, half2, result: EvaluationResult):
+    """:func:`confidence.calibration` of ``confidence`` against the model (molecule: the CC_mask atom mask; the
+    naive answer from the raw halves unless they are one map); ``None`` without a confidence map, and with a
+    note when it cannot run."""
+    from .confidence import calibration
+
+    if confidence is None:
+        return None
+    halves = None if result.halves_identical else (half1, half2)
+    try:
+        found = calibration(confidence, enhanced, maps.model_map, maps.atom_mask > 0.5, result.voxel_size,
+                            halves=halves)
+    except InputError as err:
+        result.notes.append(f"confidence calibration not run: {err}")
+        return None
+    result.confidence_calibration = found.values()
+    return found
+
+
+def _with_model(volumes: dict, model, grid, result: EvaluationResult, extra: dict) -> _ModelMaps:
+    """The LocScale variant (added to ``volumes``) and the map-model metrics of every variant and ``extra`` map;
+    returns the model's maps."""
     from .locscale import locscale
 
     t0 = time.perf_counter()
@@ -350,6 +381,7 @@ def _with_model(volumes: dict, model, grid, result: EvaluationResult, extra: dic
     result.curves.update(curves)
     result.model_map = maps.model_map_lp
     result.timing_s["model_metrics"] = time.perf_counter() - t0 - result.timing_s["locscale"]
+    return maps
 
 
 def _half_map_fsc(half1, half2, vs, resolution: float | None, result: EvaluationResult) -> M.FSCCurve:
@@ -536,6 +568,7 @@ def tsv_rows(result: EvaluationResult) -> list[tuple[str, str, float]]:
     for name, values in {**result.variants, **(result.extra_variants or {})}.items():
         rows.extend((name, k, values[k]) for k in MODEL_METRICS)
     rows.extend(("honesty", k, result.honesty[k]) for k in HONESTY_KEYS)
+    rows.extend(("confidence", k, v) for k, v in (result.confidence_calibration or {}).items())
     return rows
 
 
@@ -543,8 +576,10 @@ def _fmt(v: float) -> str:
     return "NA" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
 
 
-def write_outputs(result: EvaluationResult, outdir: Path, volumes: dict, *, plots: bool = True) -> None:
-    """Write the TSVs, the JSON summary and (``plots``) the PNG figures into ``outdir``."""
+def write_outputs(result: EvaluationResult, outdir: Path, volumes: dict, *, plots: bool = True,
+                  calibrated=None) -> None:
+    """Write the TSVs, the JSON summary and (``plots``) the PNG figures into ``outdir`` (with ``calibrated``, a
+    confidence.Calibration, also confidence_calibration.png)."""
     outdir.mkdir(parents=True, exist_ok=True)
     files = result.files
     files["metrics"] = str(_write_metrics_tsv(result, outdir / "metrics.tsv"))
@@ -553,6 +588,11 @@ def write_outputs(result: EvaluationResult, outdir: Path, volumes: dict, *, plot
     files["summary"] = str(outdir / "summary.json")
     if plots:
         files.update(make_plots(result, outdir, volumes))
+    if plots and calibrated is not None:
+        from .plots import plot_calibration
+
+        files["confidence_png"] = plot_calibration(calibrated, outdir / "confidence_calibration.png",
+                                                   title=result.label)
 
 
 def _write_metrics_tsv(result: EvaluationResult, path: Path) -> Path:
@@ -607,6 +647,7 @@ def format_summary(result: EvaluationResult) -> str:
     for name, v in result.variants.items():
         lines.append(f"{name:<11} " + " ".join(f"{_fmt(v[key]):>{width}}" for key, _, width in SUMMARY_TABLE))
     lines += [f"{k}: {_fmt(result.honesty[k])}" for k in HONESTY_KEYS]
+    lines += [f"confidence {k}: {_fmt(v)}" for k, v in (result.confidence_calibration or {}).items()]
     lines += [f"note: {n}" for n in result.notes] + [f"wrote {p}" for p in result.files.values()]
     return "\n".join(lines)
 

@@ -318,12 +318,14 @@ def check_output(output: str | os.PathLike, inputs: Sequence[str | os.PathLike],
 @dataclasses.dataclass
 class ConfidenceResult:
     """The enhanced average of two half maps, its confidence map (:mod:`confidence`, same shape, 0..1), the
-    summary of :func:`confidence.summary` and the half-map FSC-0.143 resolution (A) the confidence used."""
+    summary of :func:`confidence.summary` and the half-map FSC-0.143 resolution (A) the confidence used;
+    ``halves``: the two enhanced halves when asked for (``keep_halves``), else None."""
 
     enhanced: np.ndarray
     confidence: np.ndarray
     summary: dict
     resolution: float
+    halves: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def enhance_with_confidence(
@@ -338,12 +340,14 @@ def enhance_with_confidence(
     timings: dict[str, float] | None = None,
     resolution: float | None = None,
     params=None,
+    keep_halves: bool = False,
 ) -> ConfidenceResult:
     """Enhance the average of two half maps, as :func:`enhance` does, and each half on its own with the same
     model and settings; the two enhanced halves give the confidence map (:func:`confidence.confidence_map`).
 
     ``resolution`` (A): the limit of :func:`enhance` (default: ``config.resolution``, else the half-map
     FSC-0.143 when the limit is on). ``params``: :class:`confidence.ConfidenceParams` (default: the tuned ones).
+    ``keep_halves``: return the enhanced halves too (to recompute the confidence with other parameters).
     """
     from .confidence import DEFAULT_PARAMS, describe, summary, timed_confidence
 
@@ -366,10 +370,11 @@ def enhance_with_confidence(
     e1 = enhance(half1, vs, **run)
     e2 = enhance(half2, vs, **run)
     conf = timed_confidence(e1, e2, vs, d_half, params or DEFAULT_PARAMS, timings)
+    halves = (e1, e2) if keep_halves else None
     del e1, e2
     found = summary(enhanced, conf)
     log.info("%s", describe(found))
-    return ConfidenceResult(enhanced=enhanced, confidence=conf, summary=found, resolution=d_half)
+    return ConfidenceResult(enhanced=enhanced, confidence=conf, summary=found, resolution=d_half, halves=halves)
 
 
 def enhance_file(

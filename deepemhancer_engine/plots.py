@@ -132,3 +132,24 @@ def plot_slices(
     plt.close(fig)
     log.info("Wrote %s", path)
     return str(path)
+
+
+def plot_calibration(found, path: str | os.PathLike, *, title: str = "") -> str:
+    """Per block of the molecule (``confidence.Calibration``): mean confidence against the block's CC with the
+    model map, and the naive answer (the raw halves' block CC) beside it when there is one."""
+    plt = _pyplot()
+    panels = [("mean confidence", found.confidence, found.spearman)]
+    if found.naive is not None:
+        panels.append(("raw halves' CC (naive)", found.naive, found.naive_spearman))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), dpi=100, squeeze=False)
+    for ax, (name, values, rho) in zip(axes[0], panels):
+        ax.scatter(found.model_cc, values, s=6, alpha=0.5)
+        ax.set_xlabel("block CC, enhanced vs model map")
+        ax.set_ylabel(f"block {name}")
+        ax.set_title(f"Spearman {rho:.3f}", fontsize=10)
+    fig.suptitle(f"{title} confidence calibration ({len(found.model_cc)} blocks)".strip(), fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    log.info("Wrote %s", path)
+    return str(path)

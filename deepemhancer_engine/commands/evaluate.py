@@ -22,6 +22,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     inp.add_argument("--enhanced", metavar="MAP", help="enhanced map; without it the network is run here")
     inp.add_argument("--model", dest="atomic_model", metavar="PDB/CIF",
                      help="atomic model in the map's frame (map-model metrics and the LocScale variant)")
+    inp.add_argument("--confidence", metavar="MAP",
+                     help="confidence map of the enhanced map (deepemhancer --confidence); with --model: how well "
+                          "it ranks blocks of the molecule by their agreement with the model")
     inp.add_argument("--resolution", type=float, metavar="A",
                      help="resolution to use instead of the half-map FSC-0.143 (needed with --map)")
     out = parser.add_argument_group("Output")
@@ -56,16 +59,17 @@ def read_inputs(args: argparse.Namespace):
     return h1, h2, grid
 
 
-def read_enhanced(path: str, grid):
-    """The ``--enhanced`` map, which must have the input's shape (a different voxel size only warns)."""
+def read_enhanced(path: str, grid, what: str = "enhanced map"):
+    """The ``--enhanced`` (or ``--confidence``) map, which must have the input's shape (a different voxel size
+    only warns)."""
     import numpy as np
 
     from ..errors import InputError
     from ..io import read_map
 
-    enhanced, egrid = read_map(path, what="enhanced map")
+    enhanced, egrid = read_map(path, what=what)
     if tuple(egrid.shape) != tuple(grid.shape):
-        raise InputError(f"{path}: enhanced map shape {egrid.shape} differs from input {grid.shape}")
+        raise InputError(f"{path}: {what} shape {egrid.shape} differs from input {grid.shape}")
     if not np.allclose(egrid.voxel_size, grid.voxel_size, rtol=1e-4):
         log.warning("%s: voxel size %s differs from the input's %s", path, egrid.voxel_size, grid.voxel_size)
     return enhanced
@@ -79,6 +83,7 @@ def main(args: argparse.Namespace) -> int:
 
     h1, h2, grid = read_inputs(args)
     enhanced = read_enhanced(args.enhanced, grid) if args.enhanced else None
+    confidence = read_enhanced(args.confidence, grid, what="confidence map") if args.confidence else None
     if args.no_network and enhanced is None:
         raise InputError("--no-network needs --enhanced")
     enhancer = None
@@ -88,6 +93,6 @@ def main(args: argparse.Namespace) -> int:
         enhancer = make_enhancer(config, grid.voxel_size)
     result = evaluate(h1, h2, grid, enhanced=enhanced, enhancer=enhancer, model=args.atomic_model,
                       outdir=args.outdir, noise_test=args.noise_test, resolution=args.resolution, seed=args.seed,
-                      label=args.label, plots=not args.no_plots)
+                      label=args.label, plots=not args.no_plots, confidence=confidence)
     log.info("\n%s", format_summary(result))
     return 0

@@ -13,6 +13,7 @@ import pytest
 
 pytest.importorskip("gemmi")
 
+from deepemhancer_engine.errors import InputError  # noqa: E402
 from deepemhancer_engine.evaluate import evaluate  # noqa: E402
 from deepemhancer_engine.io import GridInfo, read_map, write_map  # noqa: E402
 from deepemhancer_engine.modelmap import model_map, model_mask, read_model  # noqa: E402
@@ -401,3 +402,40 @@ def test_extra_maps_are_scored_like_the_variants(case, tmp_path):
     assert "half1 again\tcc_mask\t" in (tmp_path / "metrics.tsv").read_text()
     with pytest.raises(InputError, match="extra map"):
         evaluate(h1, h2, case["grid"], enhanced=h1, extra={"average": h1})
+
+
+def test_confidence_calibration_ranks_blocks_by_their_error(case):
+    """Noise growing along x spoils the enhanced map's agreement with the model block by block: a confidence that
+    falls along x ranks the blocks right (Spearman near 1), one that rises ranks them wrong."""
+    from deepemhancer_engine.confidence import calibration
+
+    clean, grid = case["clean"], case["grid"]
+    x = np.linspace(0.0, 1.0, SHAPE[2], dtype=np.float32)[None, None, :]
+    noisy = clean + 6.0 * float(clean.std()) * x * np.random.default_rng(3).normal(size=SHAPE).astype(np.float32)
+    falling = np.broadcast_to(1.0 - x, SHAPE)
+    molecule = model_mask(case["pdb"], grid, 3.0) > 0.5
+    good = calibration(falling, noisy, clean, molecule, grid.voxel_size, halves=tuple(case["halves"]), edge_A=4.0)
+    bad = calibration(1.0 - falling, noisy, clean, molecule, grid.voxel_size, edge_A=4.0)
+    assert good.spearman > 0.6 and bad.spearman < -0.6 and np.isnan(bad.naive_spearman)
+    assert good.high > good.low
+    with pytest.raises(InputError, match="fewer than 3 blocks"):
+        calibration(falling, noisy, clean, model_mask(case["pdb"], grid, 0.1) > 2, grid.voxel_size)
+
+
+def test_cli_evaluate_calibrates_a_confidence_map(case, tmp_path, tiny_weights):
+    from deepemhancer_engine.cli import main
+
+    p = _write_inputs(case, tmp_path)
+    out, conf, report = tmp_path / "enh.mrc", tmp_path / "conf.mrc", tmp_path / "report"
+    assert main(["-i", str(p["h1"]), "-i2", str(p["h2"]), "-o", str(out), "--confidence", str(conf),
+                 "--weights", str(tiny_weights), "-q"]) == 0
+    code = main(["evaluate", "--half1", str(p["h1"]), "--half2", str(p["h2"]), "--enhanced", str(out),
+                 "--confidence", str(conf), "--model", str(case["pdb"]), "--no-network", "--outdir", str(report), "-q"])
+    assert code == 0
+    text = (report / "metrics.tsv").read_text()
+    assert "confidence\tspearman\t" in text and "confidence\tnaive_spearman\t" in text
+    assert (report / "confidence_calibration.png").exists()
+    wrong = tmp_path / "wrong.mrc"
+    write_map(wrong, np.zeros((8, 8, 8), np.float32), GridInfo(shape=(8, 8, 8), voxel_size=(1.0,) * 3))
+    assert main(["evaluate", "--half1", str(p["h1"]), "--half2", str(p["h2"]), "--enhanced", str(out),
+                 "--confidence", str(wrong), "--no-network", "--outdir", str(report), "-q"]) == 2
