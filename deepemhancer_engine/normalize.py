@@ -185,11 +185,11 @@ def _unmasked_std(data: npt.NDArray[np.float32], molecule: npt.NDArray[np.bool_]
     """``std``, or the molecule's level / TRAIN_RATIO_MEDIAN when the solvent is masked or flattened."""
     deviation = np.abs(_sample(data, molecule) - np.float32(mean))
     level = float(np.percentile(deviation, 99)) if deviation.size else 0.0
+    if std > 0 and std * MASKED_RATIO >= level:  # no molecule at all (pure noise) included
+        return std
     if not level > 0:
         raise InputError("cannot estimate the noise: the map is constant (or nearly so); "
                          "give --noiseStats MEAN STD")
-    if std * MASKED_RATIO >= level:
-        return std
     masked = level / TRAIN_RATIO_MEDIAN
     log.warning("the solvent looks masked or flattened (std %.3g against a molecule level of %.3g; unmasked "
                 "maps have 1/8-1/70 of it): taking the noise std as %.3g, as in a typical training map; "

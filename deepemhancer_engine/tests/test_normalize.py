@@ -136,6 +136,12 @@ def test_unmasked_map_keeps_its_solvent_noise():
         assert estimate_noise(vol)[1] == pytest.approx(noise_std, rel=0.1)
 
 
+def test_pure_noise_keeps_its_noise():
+    """No molecule at all (every voxel is solvent): the solvent's std is the answer."""
+    vol = np.random.default_rng(2).standard_normal((N, N, N)).astype(np.float32) * 0.3
+    assert estimate_noise(vol)[1] == pytest.approx(0.3, rel=0.05)
+
+
 def test_constant_map_is_rejected():
     with pytest.raises(InputError, match="the map is constant.*--noiseStats"):
         estimate_noise(np.full((N, N, N), 0.5, np.float32))
