@@ -38,6 +38,9 @@ Band = Optional[tuple[float, float, float]]
 #: the grid of the original's stride-16 cubes, so every cube of the default stride is one the original
 #: also evaluates (docs/design.md, "Aligned cube starts").
 GRID_ALIGN = 16
+#: Solvent-cube skipping runs every cube within this many voxels of the molecule envelope
+#: (:func:`normalize.molecule_blocks`; docs/design.md, "Solvent cube skipping").
+SKIP_MARGIN = 8
 
 
 def cube_alignment(tiling: TilingConfig, multiple: int) -> int:
@@ -68,9 +71,10 @@ def cube_alignment(tiling: TilingConfig, multiple: int) -> int:
 
 
 def _lay_out(array: npt.ArrayLike, tiling: TilingConfig, runner: NetworkRunner, mask: npt.ArrayLike | None,
-             noise_std: Optional[float]):
-    """Check the inputs, pad the map and lay out the cubes: ``(padded, unpad, grid, merger, starts)``,
-    ``starts`` the cubes to run (None: all), the merger already told of the skipped ones."""
+             noise_std: Optional[float], solvent_std: Optional[float]):
+    """Check the inputs, pad the map and lay out the cubes: ``(padded, unpad, grid, merger, starts, why)``,
+    ``starts`` the cubes to run (None: all), the merger already told of the skipped ones, ``why`` what
+    the skipped ones lack (for the log)."""
     array = np.asarray(array)
     if array.ndim != 3:
         raise InputError(f"expected a 3-D map, got an array of shape {array.shape}")
@@ -84,7 +88,7 @@ def _lay_out(array: npt.ArrayLike, tiling: TilingConfig, runner: NetworkRunner, 
                                 noise_std=noise_std, align=align)
     grid = TileGrid.from_shape(padded.shape, tiling.tile, tiling.stride, align, tiling.cube_lattice)
     merger = TileMerger(grid, tiling.blend)
-    starts = None
+    starts, why = None, ""
     if mask is not None:
         mask = np.asarray(mask)
         if mask.shape != array.shape:
@@ -92,7 +96,15 @@ def _lay_out(array: npt.ArrayLike, tiling: TilingConfig, runner: NetworkRunner, 
         starts, skipped = split_by_mask(grid, pad_to_tile(np.asarray(mask, np.float32), tiling.tile,
                                                            align=align)[0])
         merger.skip(skipped)
-    return padded, unpad, grid, merger, starts
+        why = "solvent under the mask"
+    elif solvent_std is not None:
+        from .normalize import ENVELOPE_BIN, molecule_blocks
+
+        molecule = molecule_blocks(padded, solvent_std, SKIP_MARGIN)
+        starts, skipped = split_by_mask(grid, molecule, 0.5, block=ENVELOPE_BIN)
+        merger.skip(skipped)
+        why = f"no molecule within {SKIP_MARGIN} voxels"
+    return padded, unpad, grid, merger, starts, why
 
 
 def predict_volume(
@@ -103,6 +115,7 @@ def predict_volume(
     null: NullCorrection | None = None,
     null_band: Band = None,
     mask: npt.ArrayLike | None = None,
+    solvent_std: Optional[float] = None,
     progress: ProgressFn | None = None,
 ) -> tuple[npt.NDArray[np.float32], dict[str, float]]:
     """Enhance a (Z, Y, X) map cube by cube: ``(float32 map of the input shape, timings)``, the timings
@@ -119,6 +132,9 @@ def predict_volume(
         mask: optional (Z, Y, X) mask (0..1) on the same grid. Cubes holding only voxels with mask values
             <= :data:`tiling.MASK_THRESHOLD` are not run: their output is the solvent value 0, and the
             result inside the mask is exactly the one without skipping.
+        solvent_std: without a mask, the std of the normalised solvent noise: cubes with no molecule within
+            :data:`SKIP_MARGIN` voxels (:func:`normalize.molecule_blocks`) are not run either, their output
+            being 0; None runs every cube (a mask still skips).
         progress: called as ``progress(done_cubes, total_cubes)`` after each batch.
 
     Raises:
@@ -131,7 +147,8 @@ def predict_volume(
         >>> predict_volume(np.zeros((20, 30, 40), np.float32), TilingConfig(tile=16, stride=8), run)[0].shape
         (20, 30, 40)
     """
-    padded, unpad, grid, merger, starts = _lay_out(array, tiling, runner, mask, null.std if null else None)
+    padded, unpad, grid, merger, starts, why = _lay_out(array, tiling, runner, mask, null.std if null else None,
+                                                        solvent_std)
     total = grid.n_tiles - merger.n_skipped
     t0 = time.perf_counter()
     with _memory_errors(runner):
@@ -139,7 +156,7 @@ def predict_volume(
         log.info(
             "Predicting %d cubes of %d^3 (%s grid, %s lattice, stride %d, %s blending%s) on %s, batch %d%s",
             total, grid.tile, "x".join(str(len(s)) for s in grid.starts), grid.lattice, grid.stride, tiling.blend,
-            f", {merger.n_skipped} solvent cubes skipped" if merger.n_skipped else "", runner.device,
+            f"; {merger.n_skipped} of {grid.n_tiles} cubes skipped ({why})" if why else "", runner.device,
             batch_size, runner.describe(),
         )
         with torch.inference_mode():

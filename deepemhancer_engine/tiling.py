@@ -251,22 +251,26 @@ def iter_batches(
 
 
 def split_by_mask(
-    grid: TileGrid, mask: npt.ArrayLike, threshold: float = MASK_THRESHOLD
+    grid: TileGrid, mask: npt.ArrayLike, threshold: float = MASK_THRESHOLD, *, block: int = 1
 ) -> tuple[list[Start3], list[Start3]]:
     """Split the cubes of ``grid`` into ``(needed, skippable)`` by a mask of the grid's shape.
 
     A cube is skippable when every mask value inside it is at most ``threshold``: it holds only
     solvent outside the mask. Every voxel with a mask value above ``threshold`` lies only in needed
-    cubes, so skipping the others leaves the blended result there exactly unchanged.
+    cubes, so skipping the others leaves the blended result there exactly unchanged. ``block`` > 1: the
+    mask is on blocks of ``block``^3 voxels (``ceil(n / block)`` per axis); a cube needs every block it
+    touches.
     """
     m = np.asarray(mask)
-    if tuple(m.shape) != grid.shape:
-        raise ValueError(f"mask shape {m.shape} differs from the tile grid shape {grid.shape}")
+    want = tuple(-(-n // block) for n in grid.shape)
+    if tuple(m.shape) != want:
+        raise ValueError(f"mask shape {m.shape} differs from the tile grid shape {want}")
     inside = m > threshold
     needed: list[Start3] = []
     skippable: list[Start3] = []
     for start in grid.iter_starts():
-        (needed if inside[grid.slices(start)].any() else skippable).append(start)
+        sl = tuple(slice(s // block, -(-(s + grid.tile) // block)) for s in start)
+        (needed if inside[sl].any() else skippable).append(start)
     return needed, skippable
 
 
