@@ -119,8 +119,10 @@ def predict_volume(
     progress: ProgressFn | None = None,
 ) -> tuple[npt.NDArray[np.float32], dict[str, float]]:
     """Enhance a (Z, Y, X) map cube by cube: ``(float32 map of the input shape, timings)``, the timings
-    being the seconds in the network (null response included), in cutting plus blending and in the whole
-    call, and the cubes run and skipped (keys ``network``, ``blend``, ``predict``, ``cubes``, ``skipped``).
+    being the seconds in the network (null response included), in cutting plus blending (laying out the cubes
+    included) and in the whole call, and the cubes run and skipped (keys ``network``, ``blend``, ``predict``,
+    ``cubes``, ``skipped``); the parts: ``layout`` (padding, cube grid, skip decision), ``null`` (the null
+    response), ``first_batch`` (the first forward pass: kernel set-up) and ``batch`` (cubes per pass).
 
     Args:
         array: normalised (Z, Y, X) map at the network's voxel size.
@@ -147,10 +149,11 @@ def predict_volume(
         >>> predict_volume(np.zeros((20, 30, 40), np.float32), TilingConfig(tile=16, stride=8), run)[0].shape
         (20, 30, 40)
     """
+    t0 = time.perf_counter()
     padded, unpad, grid, merger, starts, why = _lay_out(array, tiling, runner, mask, null.std if null else None,
                                                         solvent_std)
     total = grid.n_tiles - merger.n_skipped
-    t0 = time.perf_counter()
+    t_layout = time.perf_counter() - t0
     with _memory_errors(runner):
         batch_size = runner.resolve_batch_size(grid.tile)
         log.info(
@@ -160,15 +163,20 @@ def predict_volume(
             batch_size, runner.describe(),
         )
         with torch.inference_mode():
+            t_null = time.perf_counter()
             response = null.response(grid.tile, null_band) if null is not None and total else None
-            t_null = time.perf_counter() - t0
+            t_null = time.perf_counter() - t_null
             run = _run_cuda if runner.device.type == "cuda" else _run_cpu
-            net_s, blend_s = run(runner, padded, grid, starts, batch_size, merger, progress, total, response)
+            net_s, blend_s, first_s = run(runner, padded, grid, starts, batch_size, merger, progress, total,
+                                          response)
     t1 = time.perf_counter()
-    result = np.ascontiguousarray(merger.result()[unpad], dtype=np.float32)
+    result = merger.result()[unpad]
+    if not result.flags.c_contiguous:
+        result = np.ascontiguousarray(result)
     wall = time.perf_counter() - t0
-    timings = {"network": net_s + t_null, "blend": blend_s + time.perf_counter() - t1, "predict": wall,
-               "cubes": float(total), "skipped": float(merger.n_skipped)}
+    timings = {"network": net_s + t_null, "blend": blend_s + time.perf_counter() - t1 + t_layout, "predict": wall,
+               "cubes": float(total), "skipped": float(merger.n_skipped), "layout": t_layout, "null": t_null,
+               "first_batch": first_s, "batch": float(batch_size)}
     log.info("Predicted %d cubes in %.1f s (%.2f cubes/s; network %.1f s, blending %.1f s)",
              total, wall, total / max(wall, 1e-9), net_s, timings["blend"])
     return result, timings
@@ -188,9 +196,11 @@ def _memory_errors(runner: NetworkRunner) -> Iterator[None]:
 
 
 def _run_cpu(runner: NetworkRunner, padded, grid: TileGrid, starts, batch_size: int, merger: TileMerger,
-             progress: ProgressFn | None, total: int, null: Optional[np.ndarray]) -> tuple[float, float]:
-    """CPU loop: cut a batch, run it, subtract the null response, blend; returns (network s, blend s)."""
+             progress: ProgressFn | None, total: int, null: Optional[np.ndarray]) -> tuple[float, float, float]:
+    """CPU loop: cut a batch, run it, subtract the null response, blend; returns (network s, blend s, first
+    batch's network s)."""
     net_s = blend_s = 0.0
+    first_s = None
     done = 0
     t = time.perf_counter()
     for batch, chunk in iter_batches(padded, grid, batch_size, starts=starts):
@@ -199,6 +209,7 @@ def _run_cpu(runner: NetworkRunner, padded, grid: TileGrid, starts, batch_size: 
         if null is not None:
             subtract(out, null)
         t2 = time.perf_counter()
+        first_s = t2 - t1 if first_s is None else first_s
         merger.add(out, chunk)
         t3 = time.perf_counter()
         net_s += t2 - t1
@@ -207,23 +218,24 @@ def _run_cpu(runner: NetworkRunner, padded, grid: TileGrid, starts, batch_size: 
         done += len(chunk)
         if progress is not None:
             progress(done, total)
-    return net_s, blend_s
+    return net_s, blend_s, first_s or 0.0
 
 
 def _run_cuda(runner: NetworkRunner, padded, grid: TileGrid, starts, batch_size: int, merger: TileMerger,
-              progress: ProgressFn | None, total: int, null: Optional[np.ndarray]) -> tuple[float, float]:
+              progress: ProgressFn | None, total: int, null: Optional[np.ndarray]) -> tuple[float, float, float]:
     """GPU loop with overlap: while the GPU runs batch k, the CPU cuts batch k+1 and blends batch k-1.
 
     Cubes travel through two pinned host buffers each way (non-blocking copies on the current
     stream); the null response is subtracted and the blending weights applied on the GPU, so the CPU
     only adds. Every forward pass has the full batch shape (a short last batch is run with the rest of
-    its buffer, whose outputs are dropped): cuDNN autotunes once per input shape.
+    its buffer, whose outputs are dropped): cuDNN autotunes once per input shape. Returns (network s, blend
+    s, first batch's s including its autotuning).
     """
     dev, tile = runner.device, grid.tile
     shape = (batch_size, 1, tile, tile, tile)
     ins = [torch.zeros(shape, dtype=torch.float32).pin_memory() for _ in range(2)]
     outs = [torch.empty(shape, dtype=torch.float32).pin_memory() for _ in range(2)]
-    done, blend_s, pending = 0, 0.0, None
+    done, blend_s, pending, first_s = 0, 0.0, None, 0.0
     t0 = time.perf_counter()
     with torch.cuda.device(dev):
         stream = torch.cuda.current_stream(dev)
@@ -245,12 +257,15 @@ def _run_cuda(runner: NetworkRunner, padded, grid: TileGrid, starts, batch_size:
                 if progress is not None:
                     progress(done, total)
             pending = (host_out, chunk, event)
+            if k == 0:
+                event.synchronize()
+                first_s = time.perf_counter() - t0
         if pending is not None:
             blend_s += _finish(pending, merger)
             done += len(pending[1])
             if progress is not None:
                 progress(done, total)
-    return time.perf_counter() - t0 - blend_s, blend_s
+    return time.perf_counter() - t0 - blend_s, blend_s, first_s
 
 
 def _finish(pending, merger: TileMerger) -> float:
