@@ -184,12 +184,13 @@ def _mask_noise(data: npt.NDArray[np.float32], mask: npt.ArrayLike, name: str) -
 
 
 def normalize(
-    array: npt.ArrayLike, *, config: NormalizationConfig, mask: npt.ArrayLike | None = None
+    array: npt.ArrayLike, *, config: NormalizationConfig, mask: npt.ArrayLike | None = None, in_place: bool = False
 ) -> tuple[npt.NDArray[np.float32], NormInfo]:
     """Return ``(x - mean) / std * config.target_std`` as float32, and the noise statistics.
 
     AUTO uses :func:`estimate_noise`; STATS uses ``config.noise_mean``/``noise_std``; MASK uses the
-    voxels outside ``mask`` (same shape as ``array``, values in [0, 1]).
+    voxels outside ``mask`` (same shape as ``array``, values in [0, 1]). ``in_place``: overwrite ``array``
+    when it is a float32 array (the caller's copy; saves a volume of memory).
     """
     data = np.asarray(array, dtype=np.float32)
     if config.mode is NormMode.STATS:
@@ -201,14 +202,25 @@ def normalize(
         mean, std = _mask_noise(data, mask, name)
     else:
         mean, std = estimate_noise(data)
-    out = data - np.float32(mean)
+    if in_place and data is array and data.flags.writeable:
+        out = data
+        out -= np.float32(mean)
+    else:
+        out = data - np.float32(mean)
     out *= np.float32(config.target_std / std)
     return out, NormInfo(mean=mean, std=std)
 
 
-def denormalize(array: npt.ArrayLike, info: NormInfo, target_std: float) -> npt.NDArray[np.float32]:
-    """Scale a normalised-domain map back to input units (``x * std / target_std``, no offset)."""
-    return np.asarray(array, dtype=np.float32) * np.float32(info.std / target_std)
+def denormalize(array: npt.ArrayLike, info: NormInfo, target_std: float, *, in_place: bool = False
+                ) -> npt.NDArray[np.float32]:
+    """Scale a normalised-domain map back to input units (``x * std / target_std``, no offset); ``in_place``:
+    overwrite ``array`` when it is a float32 array."""
+    data = np.asarray(array, dtype=np.float32)
+    scale = np.float32(info.std / target_std)
+    if in_place and data is array and data.flags.writeable:
+        data *= scale
+        return data
+    return data * scale
 
 
 #: Solvent-cube skipping (docs/design.md, "Solvent cube skipping"): the normalised map is averaged in

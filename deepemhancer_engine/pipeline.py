@@ -133,14 +133,14 @@ def enhance(
 
     work, rinfo, work_mask = _to_working_grid(volume, vs, mask, target_vs, clock)
     with clock("normalise"):
-        norm, ninfo = normalize(work, config=config.normalization, mask=work_mask)
+        norm, ninfo = normalize(work, config=config.normalization, mask=work_mask, in_place=True)  # work is ours
         del work
     log.info("Normalised (%s): noise mean %.4g, std %.4g -> mean 0, std %.3g", config.normalization.mode,
              ninfo.mean, ninfo.std, config.normalization.target_std)
     pred = _run_network(model, norm, config, vs, target_vs, work_mask, progress, clock)
     del norm
     with clock("resample_back"):
-        pred = denormalize(pred, ninfo, config.normalization.target_std)
+        pred = denormalize(pred, ninfo, config.normalization.target_std, in_place=True)
         out = from_working_grid(pred, rinfo)
         del pred
     out = _postprocess(out, volume, vs, config, resolution, clock)
