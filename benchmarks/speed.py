@@ -322,10 +322,10 @@ def configs_for(m: dict, args) -> list[dict]:
         return {"label": label, "args": list(extra), "amp": amp, "root": root, "halves": halves}
 
     out = []
+    limits = {"legacy": args.legacy_max, "no-skip": args.no_skip_max}
     for label in args.configs:
-        if label == "legacy" and args.legacy_max is not None and m["size"] > args.legacy_max:
-            continue
-        out.append(run(label, CONFIGS[label]))
+        if label != "legacy" and (limits.get(label) is None or m["size"] <= limits[label]):
+            out.append(run(label, CONFIGS[label]))
     if args.before and (args.before_max is None or m["size"] <= args.before_max):
         out.append(run("before", [], root=str(Path(args.before).resolve())))
     if args.halves and m["voxel"] == 1.0 and m["size"] in args.halves:
@@ -338,6 +338,8 @@ def configs_for(m: dict, args) -> list[dict]:
         from deepemhancer_engine.config import DEFAULT_STRIDE  # light import (no torch)
 
         out += [run(f"stride {s}", ["--stride", str(s)]) for s in args.sweep if s != DEFAULT_STRIDE]
+    if "legacy" in args.configs and (args.legacy_max is None or m["size"] <= args.legacy_max):
+        out.append(run("legacy", CONFIGS["legacy"]))  # last: the longest run
     return out
 
 
@@ -672,6 +674,7 @@ def parse_args(argv=None):
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS),
                    help=f"configurations run on every map (default: {' '.join(CONFIGS)})")
     p.add_argument("--legacy-max", type=int, default=None, help="run the legacy setting only up to this edge")
+    p.add_argument("--no-skip-max", type=int, default=None, help="run the no-skip setting only up to this edge")
     p.add_argument("--halves", type=int, nargs="*", default=[256],
                    help="1 A map edges also run on two half maps (half-map FSC and resolution limit)")
     p.add_argument("--before", metavar="PATH", help="also run the defaults with the engine of this checkout")
