@@ -43,10 +43,6 @@ inflate the children's memory figures.
 
 from __future__ import annotations
 
-import time
-
-T0 = time.time()  # a child's start: its interpreter start-up is T0 minus the parent's spawn time
-
 import argparse
 import json
 import math
@@ -55,7 +51,10 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+T0 = time.time()  # a child's start: its interpreter start-up (and these imports) is T0 minus the spawn time
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The original's behaviour: its cube count and uniform averaging, every cube run (it never skipped).
@@ -378,7 +377,8 @@ def run_all(args) -> None:
             jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
             write_report(out_md, rows, meta)
         if not args.keep:
-            for p in [*outputs.values(), path, *(path.replace(".mrc", f"_{k}.mrc") for k in ("mask", "half1", "half2"))]:
+            extra = [path.replace(".mrc", f"_{k}.mrc") for k in ("mask", "half1", "half2")]
+            for p in [*outputs.values(), path, *extra]:
                 Path(p).unlink(missing_ok=True)
     meta["load_end"] = _load()
     write_report(out_md, rows, meta)
@@ -512,7 +512,8 @@ def write_report(path: Path, rows: list[dict], meta: dict) -> None:
         "*start* interpreter start-up, *import*, *load* model load, *read*, *fsc* half-map FSC, *resample* "
         "(there and back), *normalise*, *layout* padding, cube grid and skip decision, *null* null response, "
         "*warm-up* the first batch's time beyond a typical batch, *network*, *blend*, *limit* resolution limit, "
-        "*write*, *exit* the end of the process, *other* what no timer saw (argument parsing, lazy imports). *cubes* = run (skipped). *peak RSS* is the process's `VmHWM`. "
+        "*write*, *exit* the end of the process, *other* what no timer saw (argument parsing, lazy imports). "
+        "*cubes* = run (skipped). *peak RSS* is the process's `VmHWM`. "
         "*skippable with a mask* = 64^3 cubes a mask around the molecule would let the engine skip. "
         "CC = correlation with the legacy output inside the molecule's mask (whole box in brackets).", "",
         "| map | config | cubes | wall s | " + " | ".join(STAGES) + " | peak RSS MB | peak GPU MB | "
@@ -587,7 +588,8 @@ def targets(by: dict) -> list[str]:
         out.append(f"- 256^3 default / no-skip wall {r:.2f}x (target <= 0.6x): {verdict(r <= 0.6)}")
     if d and "vs_noskip_cc_mask" in d:
         c = d["vs_noskip_cc_mask"]
-        out.append(f"- 256^3 CC default vs no-skip inside the molecule {c:.5f} (target >= 0.999): {verdict(c >= 0.999)}; "
+        out.append(f"- 256^3 CC default vs no-skip inside the molecule {c:.5f} (target >= 0.999): "
+                   f"{verdict(c >= 0.999)}; "
                    f"solvent/molecule rms {d['vs_noskip_solvent_ratio_a']:.4f} (default), "
                    f"{d['vs_noskip_solvent_ratio_b']:.4f} (no-skip)")
     if d and leg:

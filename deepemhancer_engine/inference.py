@@ -118,11 +118,9 @@ def predict_volume(
     solvent_std: Optional[float] = None,
     progress: ProgressFn | None = None,
 ) -> tuple[npt.NDArray[np.float32], dict[str, float]]:
-    """Enhance a (Z, Y, X) map cube by cube: ``(float32 map of the input shape, timings)``, the timings
-    being the seconds in the network (null response included), in cutting plus blending (laying out the cubes
-    included) and in the whole call, and the cubes run and skipped (keys ``network``, ``blend``, ``predict``,
-    ``cubes``, ``skipped``); the parts: ``layout`` (padding, cube grid, skip decision), ``null`` (the null
-    response), ``first_batch`` (the first forward pass: kernel set-up) and ``batch`` (cubes per pass).
+    """Enhance a (Z, Y, X) map cube by cube: ``(float32 map of the input shape, timings)``: seconds in the
+    ``network`` (null response included), ``blend`` (cutting, blending, layout), ``predict`` (all), ``layout``,
+    ``null``, ``first_batch``; counts ``cubes`` (run), ``skipped``, ``batch`` (cubes per pass).
 
     Args:
         array: normalised (Z, Y, X) map at the network's voxel size.
@@ -131,16 +129,14 @@ def predict_volume(
         null: when given, its response for the cube size and ``null_band`` is subtracted from every cube
             before blending, and short axes are padded with noise of its level.
         null_band: the band of the noise the null response is measured with (:meth:`NullCorrection.response`).
-        mask: optional (Z, Y, X) mask (0..1) on the same grid. Cubes holding only voxels with mask values
-            <= :data:`tiling.MASK_THRESHOLD` are not run: their output is the solvent value 0, and the
-            result inside the mask is exactly the one without skipping.
-        solvent_std: without a mask, the std of the normalised solvent noise: cubes with no molecule within
-            :data:`SKIP_MARGIN` voxels (:func:`normalize.molecule_blocks`) are not run either, their output
-            being 0; None runs every cube (a mask still skips).
+        mask: optional (Z, Y, X) mask (0..1) on the same grid: cubes holding only mask values <=
+            :data:`tiling.MASK_THRESHOLD` are not run (output 0; inside the mask exactly the unskipped result).
+        solvent_std: without a mask, the normalised noise std: cubes with no molecule within :data:`SKIP_MARGIN`
+            voxels (:func:`normalize.molecule_blocks`) are not run either; None: every cube runs.
         progress: called as ``progress(done_cubes, total_cubes)`` after each batch.
 
     Raises:
-        InputError: not a 3-D array, a mask of another shape, or a cube size the network cannot take.
+        InputError: not a 3-D array, a mask of another shape, a cube size the network cannot take.
         DeviceError: the GPU ran out of memory.
 
     Example:
@@ -150,36 +146,37 @@ def predict_volume(
         (20, 30, 40)
     """
     t0 = time.perf_counter()
-    padded, unpad, grid, merger, starts, why = _lay_out(array, tiling, runner, mask, null.std if null else None,
-                                                        solvent_std)
-    total = grid.n_tiles - merger.n_skipped
-    t_layout = time.perf_counter() - t0
+    padded, unpad, grid, merger, starts, why = _lay_out(array, tiling, runner, mask, null and null.std, solvent_std)
+    total, t_layout = grid.n_tiles - merger.n_skipped, time.perf_counter() - t0
     with _memory_errors(runner):
         batch_size = runner.resolve_batch_size(grid.tile)
-        log.info(
-            "Predicting %d cubes of %d^3 (%s grid, %s lattice, stride %d, %s blending%s) on %s, batch %d%s",
-            total, grid.tile, "x".join(str(len(s)) for s in grid.starts), grid.lattice, grid.stride, tiling.blend,
-            f"; {merger.n_skipped} of {grid.n_tiles} cubes skipped ({why})" if why else "", runner.device,
-            batch_size, runner.describe(),
-        )
+        _log_layout(grid, tiling, runner, batch_size, total, merger.n_skipped, why)
         with torch.inference_mode():
-            t_null = time.perf_counter()
+            t_null = -time.perf_counter()
             response = null.response(grid.tile, null_band) if null is not None and total else None
-            t_null = time.perf_counter() - t_null
+            t_null += time.perf_counter()
             run = _run_cuda if runner.device.type == "cuda" else _run_cpu
             net_s, blend_s, first_s = run(runner, padded, grid, starts, batch_size, merger, progress, total,
                                           response)
     t1 = time.perf_counter()
-    result = merger.result()[unpad]
-    if not result.flags.c_contiguous:
-        result = np.ascontiguousarray(result)
+    result = np.ascontiguousarray(merger.result()[unpad], dtype=np.float32)
     wall = time.perf_counter() - t0
     timings = {"network": net_s + t_null, "blend": blend_s + time.perf_counter() - t1 + t_layout, "predict": wall,
-               "cubes": float(total), "skipped": float(merger.n_skipped), "layout": t_layout, "null": t_null,
-               "first_batch": first_s, "batch": float(batch_size)}
+               "cubes": total, "skipped": merger.n_skipped, "layout": t_layout, "null": t_null, "first_batch": first_s,
+               "batch": batch_size}
     log.info("Predicted %d cubes in %.1f s (%.2f cubes/s; network %.1f s, blending %.1f s)",
              total, wall, total / max(wall, 1e-9), net_s, timings["blend"])
     return result, timings
+
+
+def _log_layout(grid: TileGrid, tiling: TilingConfig, runner: NetworkRunner, batch_size: int, total: int,
+                skipped: int, why: str) -> None:
+    log.info(
+        "Predicting %d cubes of %d^3 (%s grid, %s lattice, stride %d, %s blending%s) on %s, batch %d%s",
+        total, grid.tile, "x".join(str(len(s)) for s in grid.starts), grid.lattice, grid.stride, tiling.blend,
+        f"; {skipped} of {grid.n_tiles} cubes skipped ({why})" if why else "", runner.device, batch_size,
+        runner.describe(),
+    )
 
 
 @contextlib.contextmanager
