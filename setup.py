@@ -57,7 +57,7 @@ setup(
     },
     entry_points={
         "pyworkflow.plugin": ["deepemhancer = deepemhancer"],
-        "console_scripts": ["deepemhancer = deepemhancer_engine.cli:main"],
+        "console_scripts": ["deepemhancer = deepemhancer_engine.cli:run"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -13,7 +13,9 @@ resolution. These maps have no half maps: the independent-halves and in-band che
 
 (iii) The noise grid (``deepemhancer_engine.noisegen.noise_test_grid``: 4 spectra x 3 voxel sizes x 2
 seeds): per case two independent coloured-noise volumes of ``--noise-edge`` voxels, enhanced with no
-resolution limit and no mask, compared beyond 10 A (``evaluate.noise_case``).
+resolution limit and no mask, compared beyond 10 A (``evaluate.noise_case``), every cube run (a noise
+volume has no molecule: solvent-cube skipping would skip it all). The evaluate noise test runs every cube
+too; everything else is enhanced as a user's run is, solvent cubes skipped.
 
 Writes into ``--outdir`` (default ``benchmarks/results``): ``quality.md`` (tables + figures, made by
 ``quality_report.py``), ``quality.tsv`` (one row per case), ``noise_grid.tsv`` and ``cases/<case>/``

@@ -167,6 +167,9 @@ class InferenceConfig:
     null_correction: bool = True  # subtract the network's response to pure noise (nullresponse.NullCorrection)
     amp: str = "auto"  # auto | off | fp16 | bf16
     channels_last: bool | None = None  # None: automatic
+    #: Skip the cubes that hold no molecule (outside the mask, or far from the molecule the map shows; their
+    #: output is 0). False runs every cube: pure-noise checks and the original's behaviour (``--no-skip``).
+    skip_solvent: bool = True
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):

@@ -497,7 +497,8 @@ def _noise_test(average, enhanced, vs, raw: M.FSCCurve, enhancer: Enhancer, seed
     std = float(np.std(average)) or 1.0
     shape = tuple(max(n, NOISE_MIN_EDGE) for n in average.shape)
     limit = result.resolution_used_A
-    outs = [_apply(enhancer, rng.normal(0.0, std, shape).astype(np.float32), limit) for _ in range(2)]
+    every = every_cube(enhancer)
+    outs = [_apply(every, rng.normal(0.0, std, shape).astype(np.float32), limit) for _ in range(2)]
     cn, top, chance = noise_fsc(outs[0], outs[1], vs)
     if shape == average.shape:
         result.curves[NOISE_OUTPUTS] = cn
@@ -550,7 +551,8 @@ def noise_case(enhancer: Enhancer, case, edge: int = NOISE_MIN_EDGE) -> NoiseCas
     seeds = (int(case.seed), int(case.seed) + NOISE_PAIR_SEED_OFFSET)
     vs = (float(case.voxel_size),) * 3
     inputs = [coloured_noise((edge,) * 3, vs, case.spectrum, s) for s in seeds]
-    outs = [_apply(enhancer, x, None) for x in inputs]
+    every = every_cube(enhancer)
+    outs = [_apply(every, x, None) for x in inputs]
     _, top, chance = noise_fsc(outs[0], outs[1], vs)
     rel = M.rms(outs[0])  # the inputs have std 1 exactly
     return NoiseCaseResult(name=case.name, spectrum=case.spectrum, voxel_size=float(case.voxel_size), seeds=seeds,
@@ -655,6 +657,14 @@ def format_summary(result: EvaluationResult) -> str:
 # ------------------------------------------------------------------------------------------ the network
 
 
+def every_cube(enhancer: Enhancer) -> Enhancer:
+    """``enhancer`` running every cube (no solvent-cube skipping), for pure-noise inputs: a noise map holds no
+    molecule, so with skipping the network would not run at all and the check would pass by construction.
+    Enhancers that do not skip are returned as they are."""
+    unskipped = getattr(enhancer, "without_skipping", None)
+    return unskipped() if unskipped is not None else enhancer
+
+
 def _apply(enhancer: Enhancer, volume: np.ndarray, resolution: float | None) -> np.ndarray:
     """``enhancer(volume)``, passing the resolution limit to enhancers that take one."""
     if getattr(enhancer, "takes_resolution", False):
@@ -675,6 +685,11 @@ class NetworkEnhancer:
         from .pipeline import enhance
 
         return enhance(volume, self.voxel_size, config=self.config, model=self.loaded, resolution=resolution)
+
+    def without_skipping(self) -> NetworkEnhancer:
+        """This enhancer running every cube (``InferenceConfig.skip_solvent`` off; see :func:`every_cube`)."""
+        inference = dataclasses.replace(self.config.inference, skip_solvent=False)
+        return NetworkEnhancer(dataclasses.replace(self.config, inference=inference), self.voxel_size, self.loaded)
 
     def matched_to(self, *volumes: np.ndarray) -> NetworkEnhancer:
         """This enhancer with its input normalisation fixed to the noise statistics ``volumes`` get (their mean

@@ -38,6 +38,9 @@ Band = Optional[tuple[float, float, float]]
 #: the grid of the original's stride-16 cubes, so every cube of the default stride is one the original
 #: also evaluates (docs/design.md, "Aligned cube starts").
 GRID_ALIGN = 16
+#: Solvent-cube skipping runs every cube within this many voxels of the molecule envelope
+#: (:func:`normalize.molecule_blocks`; docs/design.md, "Solvent cube skipping").
+SKIP_MARGIN = 8
 
 
 def cube_alignment(tiling: TilingConfig, multiple: int) -> int:
@@ -68,9 +71,10 @@ def cube_alignment(tiling: TilingConfig, multiple: int) -> int:
 
 
 def _lay_out(array: npt.ArrayLike, tiling: TilingConfig, runner: NetworkRunner, mask: npt.ArrayLike | None,
-             noise_std: Optional[float]):
-    """Check the inputs, pad the map and lay out the cubes: ``(padded, unpad, grid, merger, starts)``,
-    ``starts`` the cubes to run (None: all), the merger already told of the skipped ones."""
+             noise_std: Optional[float], solvent_std: Optional[float]):
+    """Check the inputs, pad the map and lay out the cubes: ``(padded, unpad, grid, merger, starts, why)``,
+    ``starts`` the cubes to run (None: all), the merger already told of the skipped ones, ``why`` what
+    the skipped ones lack (for the log)."""
     array = np.asarray(array)
     if array.ndim != 3:
         raise InputError(f"expected a 3-D map, got an array of shape {array.shape}")
@@ -84,7 +88,7 @@ def _lay_out(array: npt.ArrayLike, tiling: TilingConfig, runner: NetworkRunner, 
                                 noise_std=noise_std, align=align)
     grid = TileGrid.from_shape(padded.shape, tiling.tile, tiling.stride, align, tiling.cube_lattice)
     merger = TileMerger(grid, tiling.blend)
-    starts = None
+    starts, why = None, ""
     if mask is not None:
         mask = np.asarray(mask)
         if mask.shape != array.shape:
@@ -92,7 +96,15 @@ def _lay_out(array: npt.ArrayLike, tiling: TilingConfig, runner: NetworkRunner, 
         starts, skipped = split_by_mask(grid, pad_to_tile(np.asarray(mask, np.float32), tiling.tile,
                                                            align=align)[0])
         merger.skip(skipped)
-    return padded, unpad, grid, merger, starts
+        why = "solvent under the mask"
+    elif solvent_std is not None:
+        from .normalize import ENVELOPE_BIN, molecule_blocks
+
+        molecule = molecule_blocks(padded, solvent_std, SKIP_MARGIN)
+        starts, skipped = split_by_mask(grid, molecule, 0.5, block=ENVELOPE_BIN)
+        merger.skip(skipped)
+        why = f"no molecule within {SKIP_MARGIN} voxels"
+    return padded, unpad, grid, merger, starts, why
 
 
 def predict_volume(
@@ -103,11 +115,12 @@ def predict_volume(
     null: NullCorrection | None = None,
     null_band: Band = None,
     mask: npt.ArrayLike | None = None,
+    solvent_std: Optional[float] = None,
     progress: ProgressFn | None = None,
 ) -> tuple[npt.NDArray[np.float32], dict[str, float]]:
-    """Enhance a (Z, Y, X) map cube by cube: ``(float32 map of the input shape, timings)``, the timings
-    being the seconds in the network (null response included), in cutting plus blending and in the whole
-    call, and the cubes run and skipped (keys ``network``, ``blend``, ``predict``, ``cubes``, ``skipped``).
+    """Enhance a (Z, Y, X) map cube by cube: ``(float32 map of the input shape, timings)``: seconds in the
+    ``network`` (null response included), ``blend`` (cutting, blending, layout), ``predict`` (all), ``layout``,
+    ``null``, ``first_batch``; counts ``cubes`` (run), ``skipped``, ``batch`` (cubes per pass).
 
     Args:
         array: normalised (Z, Y, X) map at the network's voxel size.
@@ -116,13 +129,14 @@ def predict_volume(
         null: when given, its response for the cube size and ``null_band`` is subtracted from every cube
             before blending, and short axes are padded with noise of its level.
         null_band: the band of the noise the null response is measured with (:meth:`NullCorrection.response`).
-        mask: optional (Z, Y, X) mask (0..1) on the same grid. Cubes holding only voxels with mask values
-            <= :data:`tiling.MASK_THRESHOLD` are not run: their output is the solvent value 0, and the
-            result inside the mask is exactly the one without skipping.
+        mask: optional (Z, Y, X) mask (0..1) on the same grid: cubes holding only mask values <=
+            :data:`tiling.MASK_THRESHOLD` are not run (output 0; inside the mask exactly the unskipped result).
+        solvent_std: without a mask, the normalised noise std: cubes with no molecule within :data:`SKIP_MARGIN`
+            voxels (:func:`normalize.molecule_blocks`) are not run either; None: every cube runs.
         progress: called as ``progress(done_cubes, total_cubes)`` after each batch.
 
     Raises:
-        InputError: not a 3-D array, a mask of another shape, or a cube size the network cannot take.
+        InputError: not a 3-D array, a mask of another shape, a cube size the network cannot take.
         DeviceError: the GPU ran out of memory.
 
     Example:
@@ -131,30 +145,38 @@ def predict_volume(
         >>> predict_volume(np.zeros((20, 30, 40), np.float32), TilingConfig(tile=16, stride=8), run)[0].shape
         (20, 30, 40)
     """
-    padded, unpad, grid, merger, starts = _lay_out(array, tiling, runner, mask, null.std if null else None)
-    total = grid.n_tiles - merger.n_skipped
     t0 = time.perf_counter()
+    padded, unpad, grid, merger, starts, why = _lay_out(array, tiling, runner, mask, null and null.std, solvent_std)
+    total, t_layout = grid.n_tiles - merger.n_skipped, time.perf_counter() - t0
     with _memory_errors(runner):
         batch_size = runner.resolve_batch_size(grid.tile)
-        log.info(
-            "Predicting %d cubes of %d^3 (%s grid, %s lattice, stride %d, %s blending%s) on %s, batch %d%s",
-            total, grid.tile, "x".join(str(len(s)) for s in grid.starts), grid.lattice, grid.stride, tiling.blend,
-            f", {merger.n_skipped} solvent cubes skipped" if merger.n_skipped else "", runner.device,
-            batch_size, runner.describe(),
-        )
+        _log_layout(grid, tiling, runner, batch_size, total, merger.n_skipped, why)
         with torch.inference_mode():
+            t_null = -time.perf_counter()
             response = null.response(grid.tile, null_band) if null is not None and total else None
-            t_null = time.perf_counter() - t0
+            t_null += time.perf_counter()
             run = _run_cuda if runner.device.type == "cuda" else _run_cpu
-            net_s, blend_s = run(runner, padded, grid, starts, batch_size, merger, progress, total, response)
+            net_s, blend_s, first_s = run(runner, padded, grid, starts, batch_size, merger, progress, total,
+                                          response)
     t1 = time.perf_counter()
     result = np.ascontiguousarray(merger.result()[unpad], dtype=np.float32)
     wall = time.perf_counter() - t0
-    timings = {"network": net_s + t_null, "blend": blend_s + time.perf_counter() - t1, "predict": wall,
-               "cubes": float(total), "skipped": float(merger.n_skipped)}
+    timings = {"network": net_s + t_null, "blend": blend_s + time.perf_counter() - t1 + t_layout, "predict": wall,
+               "cubes": total, "skipped": merger.n_skipped, "layout": t_layout, "null": t_null, "first_batch": first_s,
+               "batch": batch_size}
     log.info("Predicted %d cubes in %.1f s (%.2f cubes/s; network %.1f s, blending %.1f s)",
              total, wall, total / max(wall, 1e-9), net_s, timings["blend"])
     return result, timings
+
+
+def _log_layout(grid: TileGrid, tiling: TilingConfig, runner: NetworkRunner, batch_size: int, total: int,
+                skipped: int, why: str) -> None:
+    log.info(
+        "Predicting %d cubes of %d^3 (%s grid, %s lattice, stride %d, %s blending%s) on %s, batch %d%s",
+        total, grid.tile, "x".join(str(len(s)) for s in grid.starts), grid.lattice, grid.stride, tiling.blend,
+        f"; {skipped} of {grid.n_tiles} cubes skipped ({why})" if why else "", runner.device, batch_size,
+        runner.describe(),
+    )
 
 
 @contextlib.contextmanager
@@ -171,9 +193,11 @@ def _memory_errors(runner: NetworkRunner) -> Iterator[None]:
 
 
 def _run_cpu(runner: NetworkRunner, padded, grid: TileGrid, starts, batch_size: int, merger: TileMerger,
-             progress: ProgressFn | None, total: int, null: Optional[np.ndarray]) -> tuple[float, float]:
-    """CPU loop: cut a batch, run it, subtract the null response, blend; returns (network s, blend s)."""
+             progress: ProgressFn | None, total: int, null: Optional[np.ndarray]) -> tuple[float, float, float]:
+    """CPU loop: cut a batch, run it, subtract the null response, blend; returns (network s, blend s, first
+    batch's network s)."""
     net_s = blend_s = 0.0
+    first_s = None
     done = 0
     t = time.perf_counter()
     for batch, chunk in iter_batches(padded, grid, batch_size, starts=starts):
@@ -182,6 +206,7 @@ def _run_cpu(runner: NetworkRunner, padded, grid: TileGrid, starts, batch_size: 
         if null is not None:
             subtract(out, null)
         t2 = time.perf_counter()
+        first_s = t2 - t1 if first_s is None else first_s
         merger.add(out, chunk)
         t3 = time.perf_counter()
         net_s += t2 - t1
@@ -190,23 +215,24 @@ def _run_cpu(runner: NetworkRunner, padded, grid: TileGrid, starts, batch_size: 
         done += len(chunk)
         if progress is not None:
             progress(done, total)
-    return net_s, blend_s
+    return net_s, blend_s, first_s or 0.0
 
 
 def _run_cuda(runner: NetworkRunner, padded, grid: TileGrid, starts, batch_size: int, merger: TileMerger,
-              progress: ProgressFn | None, total: int, null: Optional[np.ndarray]) -> tuple[float, float]:
+              progress: ProgressFn | None, total: int, null: Optional[np.ndarray]) -> tuple[float, float, float]:
     """GPU loop with overlap: while the GPU runs batch k, the CPU cuts batch k+1 and blends batch k-1.
 
     Cubes travel through two pinned host buffers each way (non-blocking copies on the current
     stream); the null response is subtracted and the blending weights applied on the GPU, so the CPU
     only adds. Every forward pass has the full batch shape (a short last batch is run with the rest of
-    its buffer, whose outputs are dropped): cuDNN autotunes once per input shape.
+    its buffer, whose outputs are dropped): cuDNN autotunes once per input shape. Returns (network s, blend
+    s, first batch's s including its autotuning).
     """
     dev, tile = runner.device, grid.tile
     shape = (batch_size, 1, tile, tile, tile)
     ins = [torch.zeros(shape, dtype=torch.float32).pin_memory() for _ in range(2)]
     outs = [torch.empty(shape, dtype=torch.float32).pin_memory() for _ in range(2)]
-    done, blend_s, pending = 0, 0.0, None
+    done, blend_s, pending, first_s = 0, 0.0, None, 0.0
     t0 = time.perf_counter()
     with torch.cuda.device(dev):
         stream = torch.cuda.current_stream(dev)
@@ -228,12 +254,15 @@ def _run_cuda(runner: NetworkRunner, padded, grid: TileGrid, starts, batch_size:
                 if progress is not None:
                     progress(done, total)
             pending = (host_out, chunk, event)
+            if k == 0:
+                event.synchronize()
+                first_s = time.perf_counter() - t0
         if pending is not None:
             blend_s += _finish(pending, merger)
             done += len(pending[1])
             if progress is not None:
                 progress(done, total)
-    return time.perf_counter() - t0 - blend_s, blend_s
+    return time.perf_counter() - t0 - blend_s, blend_s, first_s
 
 
 def _finish(pending, merger: TileMerger) -> float:

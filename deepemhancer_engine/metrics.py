@@ -94,11 +94,17 @@ def fsc(
     index, weight, _, freq = _shells(a.shape, as_xyz(voxel_size))
     fa, fb = _rfft(a), _rfft(b)
     n = len(freq)
-    num = _shell_sum((fa * np.conj(fb)).real, index, weight, n)
-    den = np.sqrt(_shell_sum(np.abs(fa) ** 2, index, weight, n) * _shell_sum(np.abs(fb) ** 2, index, weight, n))
+    bins = np.where(index >= 0, index, n).ravel()  # beyond Nyquist: an extra bin, dropped (no masked copies)
+    del index
+
+    def shell(values: np.ndarray) -> np.ndarray:
+        return np.bincount(bins, weights=(values * weight).ravel(), minlength=n + 1)[:n]
+
+    num = shell((fa * np.conj(fb)).real)
+    den = np.sqrt(shell(np.abs(fa) ** 2) * shell(np.abs(fb) ** 2))
     with np.errstate(invalid="ignore", divide="ignore"):
         curve = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
-    counts = np.bincount(index[index >= 0], weights=weight[index >= 0], minlength=n)[:n]
+    counts = np.bincount(bins, weights=np.broadcast_to(weight, fa.shape).ravel(), minlength=n + 1)[:n]
     return FSCCurve(freq=freq, fsc=curve, n=counts)
 
 

@@ -215,12 +215,13 @@ def _mask_noise(data: npt.NDArray[np.float32], mask: npt.ArrayLike, name: str) -
 
 
 def normalize(
-    array: npt.ArrayLike, *, config: NormalizationConfig, mask: npt.ArrayLike | None = None
+    array: npt.ArrayLike, *, config: NormalizationConfig, mask: npt.ArrayLike | None = None, in_place: bool = False
 ) -> tuple[npt.NDArray[np.float32], NormInfo]:
     """Return ``(x - mean) / std * config.target_std`` as float32, and the noise statistics.
 
     AUTO uses :func:`estimate_noise`; STATS uses ``config.noise_mean``/``noise_std``; MASK uses the
-    voxels outside ``mask`` (same shape as ``array``, values in [0, 1]).
+    voxels outside ``mask`` (same shape as ``array``, values in [0, 1]). ``in_place``: overwrite ``array``
+    when it is a float32 array (the caller's copy; saves a volume of memory).
     """
     data = np.asarray(array, dtype=np.float32)
     if config.mode is NormMode.STATS:
@@ -232,11 +233,70 @@ def normalize(
         mean, std = _mask_noise(data, mask, name)
     else:
         mean, std = estimate_noise(data)
-    out = data - np.float32(mean)
+    if in_place and data is array and data.flags.writeable:
+        out = data
+        out -= np.float32(mean)
+    else:
+        out = data - np.float32(mean)
     out *= np.float32(config.target_std / std)
     return out, NormInfo(mean=mean, std=std)
 
 
-def denormalize(array: npt.ArrayLike, info: NormInfo, target_std: float) -> npt.NDArray[np.float32]:
-    """Scale a normalised-domain map back to input units (``x * std / target_std``, no offset)."""
-    return np.asarray(array, dtype=np.float32) * np.float32(info.std / target_std)
+def denormalize(array: npt.ArrayLike, info: NormInfo, target_std: float, *, in_place: bool = False
+                ) -> npt.NDArray[np.float32]:
+    """Scale a normalised-domain map back to input units (``x * std / target_std``, no offset); ``in_place``:
+    overwrite ``array`` when it is a float32 array."""
+    data = np.asarray(array, dtype=np.float32)
+    scale = np.float32(info.std / target_std)
+    if in_place and data is array and data.flags.writeable:
+        data *= scale
+        return data
+    return data * scale
+
+
+#: Solvent-cube skipping (docs/design.md, "Solvent cube skipping"): the normalised map is averaged in
+#: blocks of ENVELOPE_BIN^3 voxels; blocks beyond ENVELOPE_SEED robust stds of the solvent peak seed the
+#: molecule, which grows through connected blocks beyond ENVELOPE_GROW stds (weak density joined to strong).
+ENVELOPE_BIN = 4
+ENVELOPE_SEED = 6.0
+ENVELOPE_GROW = 3.0
+#: The smallest block spread, as a share of the normalised noise std: a masked map's flat solvent has
+#: none, and everything that is not flat then counts as molecule.
+ENVELOPE_MIN_SPREAD = 0.01
+
+
+def block_means(data: npt.NDArray[np.float32], size: int) -> npt.NDArray[np.float32]:
+    """Means of ``size``^3 blocks (trailing partial blocks padded with their edge values)."""
+    pad = [(0, -n % size) for n in data.shape]
+    if any(p for _, p in pad):
+        data = np.pad(data, pad, mode="edge")
+    z, y, x = (n // size for n in data.shape)
+    out = data.reshape(z, size, y, size, x, size).mean(axis=(1, 3, 5), dtype=np.float32)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _block_ball(radius: int, size: int) -> npt.NDArray[np.bool_]:
+    """The block offsets ``d`` whose blocks of ``size`` voxels hold a voxel within ``radius`` voxels of some
+    voxel of block 0 (per axis the nearest voxels are ``size |d| - size + 1`` apart)."""
+    reach = -(-radius // size) + 1
+    d = np.arange(-reach, reach + 1)
+    gap = np.maximum(size * np.abs(d) - size + 1, 0).astype(np.int64) ** 2
+    return gap[:, None, None] + gap[None, :, None] + gap[None, None, :] <= radius * radius
+
+
+def molecule_blocks(norm: npt.ArrayLike, target_std: float, margin: int) -> npt.NDArray[np.bool_]:
+    """Where a normalised map (solvent noise of std ``target_std``) holds molecule, on blocks of
+    :data:`ENVELOPE_BIN`^3 voxels: the blocks of the molecule (see :data:`ENVELOPE_SEED`) and every block
+    within ``margin`` voxels of them (rounded up to whole blocks). All False for pure noise."""
+    blocks = block_means(np.asarray(norm, dtype=np.float32), ENVELOPE_BIN)
+    level, spread = _solvent_peak(blocks)
+    spread = max(spread, ENVELOPE_MIN_SPREAD * target_std)
+    z = np.abs(blocks - np.float32(level)) / np.float32(spread)
+    labels, _ = ndimage.label(z > ENVELOPE_GROW)
+    seeds = np.unique(labels[z > ENVELOPE_SEED])
+    molecule = np.isin(labels, seeds[seeds > 0])
+    if margin > 0 and molecule.any():
+        molecule = ndimage.binary_dilation(molecule, structure=_block_ball(int(margin), ENVELOPE_BIN))
+    log.debug("molecule envelope: level %.3g, block spread %.3g, %d of %d blocks with the margin", level,
+              spread, int(np.count_nonzero(molecule)), molecule.size)
+    return molecule

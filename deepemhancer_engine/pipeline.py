@@ -48,12 +48,15 @@ class LoadedModel:
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def predict(self, array: np.ndarray, tiling: TilingConfig, *, progress: Progress | None = None,
-                mask: np.ndarray | None = None, null_band: tuple[float, float, float] | None = None) -> np.ndarray:
-        """Run a normalised map through the network cube by cube (:func:`inference.predict_volume`)."""
+                mask: np.ndarray | None = None, null_band: tuple[float, float, float] | None = None,
+                solvent_std: float | None = None) -> np.ndarray:
+        """Run a normalised map through the network cube by cube (:func:`inference.predict_volume`; ``mask``
+        and ``solvent_std`` say which cubes may be skipped)."""
         from .inference import predict_volume
 
         result, self.timings = predict_volume(array, tiling, self.runner, null=self.null,  # type: ignore[arg-type]
-                                              null_band=null_band, mask=mask, progress=progress)
+                                              null_band=null_band, mask=mask, solvent_std=solvent_std,
+                                              progress=progress)
         return result
 
 
@@ -131,14 +134,14 @@ def enhance(
 
     work, rinfo, work_mask = _to_working_grid(volume, vs, mask, target_vs, clock)
     with clock("normalise"):
-        norm, ninfo = normalize(work, config=config.normalization, mask=work_mask)
+        norm, ninfo = normalize(work, config=config.normalization, mask=work_mask, in_place=True)  # work is ours
         del work
     log.info("Normalised (%s): noise mean %.4g, std %.4g -> mean 0, std %.3g", config.normalization.mode,
              ninfo.mean, ninfo.std, config.normalization.target_std)
     pred = _run_network(model, norm, config, vs, target_vs, work_mask, progress, clock)
     del norm
     with clock("resample_back"):
-        pred = denormalize(pred, ninfo, config.normalization.target_std)
+        pred = denormalize(pred, ninfo, config.normalization.target_std, in_place=True)
         out = from_working_grid(pred, rinfo)
         del pred
     out = _postprocess(out, volume, vs, config, resolution, clock)
@@ -164,11 +167,15 @@ def _to_working_grid(volume: np.ndarray, vs: tuple[float, float, float], mask: n
 def _run_network(model: LoadedModel, norm: np.ndarray, config: EnhanceConfig, vs: tuple[float, float, float],
                  target_vs: float, work_mask: np.ndarray | None, progress: Progress | None,
                  clock: _StageClock) -> np.ndarray:
-    """The normalised map through the network in cubes (the model card's cube size), blended."""
+    """The normalised map through the network in cubes (the model card's cube size), blended; with
+    ``config.inference.skip_solvent`` the cubes outside the mask, or without one those with no molecule
+    near, are not run."""
     tiling = scaled_tiling(config.tiling, _model_tile(model.card, config.tiling.tile))
+    skip = config.inference.skip_solvent
     with clock("network"):
         band = tuple(min(1.0, target_vs / v) for v in (vs[2], vs[1], vs[0]))  # noise band after resampling
-        pred = model.predict(norm, tiling, progress=progress, mask=work_mask, null_band=band)
+        pred = model.predict(norm, tiling, progress=progress, mask=work_mask if skip else None, null_band=band,
+                             solvent_std=config.normalization.target_std if skip else None)
     log.info("Network and blending done in %.1f s", clock.last)
     return pred
 

@@ -133,12 +133,13 @@ def to_working_grid(
 
 
 def from_working_grid(array: npt.ArrayLike, info: ResampleInfo) -> npt.NDArray[np.float32]:
-    """Undo :func:`to_working_grid`: return a float32 array of exactly ``info.original_shape``."""
+    """Undo :func:`to_working_grid`: return a float32 array of exactly ``info.original_shape`` (``array`` itself
+    when the grids are the same and it is a C-contiguous float32 array)."""
     data = np.asarray(array)
     if tuple(data.shape) != tuple(info.working_shape):
         raise ValueError(f"array shape {data.shape} differs from the working shape {info.working_shape}")
     if info.identity:
-        return np.array(data, dtype=np.float32, order="C")
+        return np.ascontiguousarray(data, dtype=np.float32)  # no copy: the caller's map is the result
     return _fourier_resize(data, info.original_shape)
 
 

@@ -11,8 +11,8 @@ distance between starts never exceeds the stride. Axes shorter than the cube are
 The grid runs every cube or, as a face-centred cubic lattice, half of them (:class:`TileGrid`'s
 ``lattice``). Overlaps are blended with a weight map (:func:`weight_map`): an analytic Gaussian (sigma = 0.3 tile,
 floor 1e-3) or uniform weights (legacy DeepEMhancer averaging, but with weights starting at 0, not at
-the original's 1). Accumulation is in float32 over one volume-sized sum and one volume-sized weight sum,
-so memory grows with the map, not with the number of cubes.
+the original's 1). Accumulation is in float32 over one volume-sized sum; the weight sum is built slab by
+slab at the end, so memory grows with the map (one volume), not with the number of cubes.
 
 Example:
     >>> import numpy as np
@@ -51,6 +51,8 @@ WEIGHT_FLOOR = 1e-3
 #: cube-position pattern to pure-noise inputs; 0.3 keeps both within their limits (docs/design.md, "Cube
 #: lattice", with the figures).
 SIGMA_FRACTION = 0.3
+#: Planes of the weight sum :meth:`TileMerger.result` builds at a time (a slab, not a second volume).
+MERGE_SLAB = 32
 #: Mask values at or below this count as solvent when deciding which cubes can be skipped.
 MASK_THRESHOLD = 1e-3
 
@@ -251,32 +253,36 @@ def iter_batches(
 
 
 def split_by_mask(
-    grid: TileGrid, mask: npt.ArrayLike, threshold: float = MASK_THRESHOLD
+    grid: TileGrid, mask: npt.ArrayLike, threshold: float = MASK_THRESHOLD, *, block: int = 1
 ) -> tuple[list[Start3], list[Start3]]:
     """Split the cubes of ``grid`` into ``(needed, skippable)`` by a mask of the grid's shape.
 
     A cube is skippable when every mask value inside it is at most ``threshold``: it holds only
     solvent outside the mask. Every voxel with a mask value above ``threshold`` lies only in needed
-    cubes, so skipping the others leaves the blended result there exactly unchanged.
+    cubes, so skipping the others leaves the blended result there exactly unchanged. ``block`` > 1: the
+    mask is on blocks of ``block``^3 voxels (``ceil(n / block)`` per axis); a cube needs every block it
+    touches.
     """
     m = np.asarray(mask)
-    if tuple(m.shape) != grid.shape:
-        raise ValueError(f"mask shape {m.shape} differs from the tile grid shape {grid.shape}")
+    want = tuple(-(-n // block) for n in grid.shape)
+    if tuple(m.shape) != want:
+        raise ValueError(f"mask shape {m.shape} differs from the tile grid shape {want}")
     inside = m > threshold
     needed: list[Start3] = []
     skippable: list[Start3] = []
     for start in grid.iter_starts():
-        (needed if inside[grid.slices(start)].any() else skippable).append(start)
+        sl = tuple(slice(s // block, -(-(s + grid.tile) // block)) for s in start)
+        (needed if inside[sl].any() else skippable).append(start)
     return needed, skippable
 
 
 class TileMerger:
     """Weighted average of overlapping cube predictions, accumulated in float32.
 
-    Holds one volume-sized sum and one volume-sized weight sum (both start at 0). ``add`` adds
-    ``w * prediction`` and ``w`` for each cube; ``skip`` marks cubes whose output is known to be
-    ``fill`` (solvent outside a mask) without adding them; ``result`` divides once, in place, so no
-    third volume is allocated.
+    Holds one volume-sized sum (starting at 0) and the starts of the cubes added. ``add`` adds
+    ``w * prediction`` for each cube; ``skip`` marks cubes whose output is known to be ``fill`` (solvent)
+    without adding them; ``result`` divides the sum in place by the weight sum of the added cubes, which it
+    builds one slab of :data:`MERGE_SLAB` planes at a time: no second volume is ever allocated.
     """
 
     def __init__(self, grid: TileGrid, blend: BlendMode | str, *, fill: float = 0.0) -> None:
@@ -285,9 +291,9 @@ class TileMerger:
         self.fill = float(fill)
         self._weights = weight_map(grid.tile, self.blend)
         self._sum: npt.NDArray[np.float32] | None = np.zeros(grid.shape, dtype=np.float32)
-        self._wsum: npt.NDArray[np.float32] | None = np.zeros(grid.shape, dtype=np.float32)
         self._tmp = np.empty((grid.tile,) * 3, dtype=np.float32)
         self._result: npt.NDArray[np.float32] | None = None
+        self._added: list[Start3] = []
         self.n_added = 0
         self.n_skipped = 0
 
@@ -301,7 +307,7 @@ class TileMerger:
 
         ``weighted=True`` says the predictions are already multiplied by :attr:`weights` (done on the GPU).
         """
-        if self._result is not None or self._sum is None or self._wsum is None:
+        if self._result is not None or self._sum is None:
             raise RuntimeError("tile merger already returned its result; build a new one")
         pred = np.asarray(batch, dtype=np.float32)
         t = self.grid.tile
@@ -319,7 +325,7 @@ class TileMerger:
             else:
                 np.multiply(w, p, out=tmp)
                 self._sum[sl] += tmp
-            self._wsum[sl] += w
+            self._added.append(tuple(int(v) for v in start))  # type: ignore[arg-type]
         self.n_added += len(starts)
 
     def skip(self, starts: Sequence[Start3]) -> None:
@@ -333,7 +339,7 @@ class TileMerger:
     def result(self) -> npt.NDArray[np.float32]:
         """Return the blended (Z, Y, X) float32 volume; every cube must have been added or skipped.
 
-        The division happens in place in the sum (no extra volume); the weight sum is then released.
+        The division happens in place in the sum, slab by slab along Z.
         """
         if self._result is not None:
             return self._result
@@ -341,17 +347,31 @@ class TileMerger:
             raise RuntimeError(
                 f"tile merger got {self.n_added} of {self.grid.n_tiles} cubes; cannot blend an incomplete grid"
             )
-        total, wsum = self._sum, self._wsum
-        if total is None or wsum is None:
+        total = self._sum
+        if total is None:
             raise RuntimeError("tile merger lost its accumulators")
-        if self.n_skipped == 0:
-            if not wsum.min() > 0:
-                raise RuntimeError("tile merger found voxels without weight; the grid does not cover the volume")
-            np.divide(total, wsum, out=total)
-        else:
-            covered = wsum > 0
-            np.divide(total, wsum, out=total, where=covered)
-            np.logical_not(covered, out=covered)
-            total[covered] = self.fill
+        for z0 in range(0, self.grid.shape[0], MERGE_SLAB):
+            part = total[z0:z0 + MERGE_SLAB]
+            wsum = self.weight_sum(z0, part.shape[0])
+            if self.n_skipped == 0:
+                if not wsum.min() > 0:
+                    raise RuntimeError("tile merger found voxels without weight; the grid does not cover the volume")
+                np.divide(part, wsum, out=part)
+            else:
+                covered = wsum > 0
+                np.divide(part, wsum, out=part, where=covered)
+                part[~covered] = self.fill
         self._result = total
         return total
+
+    def weight_sum(self, z0: int = 0, depth: int | None = None) -> npt.NDArray[np.float32]:
+        """The weight sum of the added cubes over planes ``z0 .. z0 + depth`` (default: to the end; float32,
+        summed in the order the cubes were added, as a volume-sized accumulator would)."""
+        t = self.grid.tile
+        depth = self.grid.shape[0] - z0 if depth is None else depth
+        wsum = np.zeros((depth, *self.grid.shape[1:]), dtype=np.float32)
+        for z, y, x in self._added:
+            lo, hi = max(z, z0), min(z + t, z0 + depth)
+            if lo < hi:
+                wsum[lo - z0:hi - z0, y:y + t, x:x + t] += self._weights[lo - z:hi - z]
+        return wsum

@@ -65,7 +65,7 @@ def weights_path(args: argparse.Namespace) -> Path | None:
     return Path(args.weights) if args.weights else None
 
 
-def inference_config(args: argparse.Namespace, *, null_correction: bool = True):
+def inference_config(args: argparse.Namespace, *, null_correction: bool = True, skip_solvent: bool = True):
     """The :class:`config.InferenceConfig` of the device options; ``--device`` wins over ``-g``."""
     from ..config import InferenceConfig
 
@@ -75,7 +75,7 @@ def inference_config(args: argparse.Namespace, *, null_correction: bool = True):
         if device == "cpu":
             ids = ()
     return InferenceConfig(device=device, gpu_ids=ids, batch_size=args.batch_size, null_correction=null_correction,
-                           **precision_options(args))
+                           skip_solvent=skip_solvent, **precision_options(args))
 
 
 def precision_options(args: argparse.Namespace) -> dict:

@@ -67,6 +67,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     adv.add_argument("--no-null-correction", dest="null_correction", action="store_false",
                      help="keep the network's response to pure noise (a faint fixed pattern tied to the cube "
                           "grid) instead of subtracting it")
+    adv.add_argument("--no-skip", dest="skip_solvent", action="store_false",
+                     help="run every cube (default: cubes with no molecule within 8 A, or outside the mask, are "
+                          "not run and give 0; the original ran every cube)")
     _args.add_weights_arg(adv)
     out = parser.add_argument_group("Output")
     out.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
@@ -101,7 +104,8 @@ def config_from_args(args: argparse.Namespace):
         weights=_args.weights_path(args),
         normalization=norm,
         tiling=TilingConfig(stride=args.stride, blend=args.blend, lattice=args.lattice),
-        inference=_args.inference_config(args, null_correction=getattr(args, "null_correction", True)),
+        inference=_args.inference_config(args, null_correction=getattr(args, "null_correction", True),
+                                         skip_solvent=getattr(args, "skip_solvent", True)),
         cleaning_strength=args.cleaning,
         resolution=getattr(args, "resolution", None),
         limit_resolution=getattr(args, "limit_resolution", True),

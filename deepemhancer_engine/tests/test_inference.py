@@ -179,5 +179,6 @@ def test_load_passes_amp_and_channels_last(tiny_weights):
     out = lm.predict(vol, tiling)
     ref, timings = predict_volume(vol, tiling, lm.runner, null=lm.null)
     np.testing.assert_array_equal(out, ref)
-    assert lm.timings.keys() == timings.keys() == {"network", "blend", "predict", "cubes", "skipped"}
+    assert lm.timings.keys() == timings.keys() == {"network", "blend", "predict", "cubes", "skipped", "layout", "null",
+                                                   "first_batch", "batch"}
     assert lm.timings["cubes"] == timings["cubes"] > 0

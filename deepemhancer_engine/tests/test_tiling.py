@@ -172,7 +172,7 @@ def test_identity_and_affine(blend, shape, stride):
     affine, _ = split_merge(vol, 32, stride, blend, lambda b, s: 2 * b + 1)
     np.testing.assert_allclose(affine, 2 * vol + 1, atol=1e-5)
     assert ident.shape == shape and ident.dtype == np.float32
-    assert np.all(merger._wsum > 0)  # every voxel has weight
+    assert np.all(merger.weight_sum() > 0)  # every voxel has weight
 
 
 def test_iter_batches_sizes_and_content():
