@@ -91,8 +91,9 @@ else
     "$VENV/bin/python" -m pip install -q -e "$REPO"
 fi
 # pip can report success while the mapped packages are unusable (legacy develop): check the entry point,
-# and with --wheels that the wheel is what gets imported (not this checkout)
-DEEPEMHANCER_FROM_WHEEL="${WHEELS:+1}" "$VENV/bin/python" - <<'EOF'
+# and with --wheels that the wheel is what gets imported (not this checkout). Run from PREFIX: in the
+# repository, the current folder's *.egg-info (left by builds) would answer for the distribution.
+(cd "$PREFIX" && DEEPEMHANCER_FROM_WHEEL="${WHEELS:+1}" "$VENV/bin/python" - <<'EOF'
 import json
 import os
 from importlib.metadata import distribution, entry_points
@@ -105,6 +106,7 @@ if os.environ.get("DEEPEMHANCER_FROM_WHEEL"):
     assert not editable and direct.get("url", "").endswith(".whl"), direct
 print("plugin", deepemhancer.__file__, "(editable)" if editable else "(from %s)" % direct.get("url", "?"))
 EOF
+)
 scipion3 inspect deepemhancer > "$PREFIX/inspect.log" 2>&1 || { cat "$PREFIX/inspect.log"; exit 1; }
 
 if [ "$WITH_ENGINE" = 1 ]; then
