@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Idempotent headless Scipion 3 set-up for this plugin (recipe: docs "scipion-headless").
 #
-#   .ci/setup_scipion.sh PREFIX [--no-engine | --reinstall-engine]
+#   .ci/setup_scipion.sh PREFIX [--no-engine | --reinstall-engine] [--wheels DIST_DIR]
 #
 # Creates (or reuses) under PREFIX:
 #   PREFIX/venv       Scipion's Python env: scipion-pyworkflow/-em/-app pinned from PyPI, pytest,
-#                     the py3.11 importlib fix (.pth), a `scipion3` wrapper, this repo installed editable
+#                     the py3.11 importlib fix (.pth), a `scipion3` wrapper, and the plugin: this repo
+#                     installed editable (devel), or with --wheels the scipion-em-deepemhancer wheel
+#                     from DIST_DIR (what a user gets), whose installb then installs the engine from
+#                     DIST_DIR's deepemhancer-engine wheel (DEEPEMHANCER_ENGINE_SOURCE)
 #   PREFIX/home       SCIPION_HOME (config/scipion.conf + hosts.conf, software/em/ = managed envs)
 #   PREFIX/userdata   SCIPION_USER_DATA (test projects)
 # then runs `scipion3 installb deepemhancer` (the engine's managed env: venv, or conda when configured;
@@ -15,14 +18,30 @@
 #
 # Variables honoured: PYTHON (interpreter for the Scipion venv, default python3.11 or python3),
 # DEEPEMHANCER_TORCH (pip requirement for torch in the managed env, default torch==2.13.0),
-# DEEPEMHANCER_ENV_BACKEND (auto|venv|conda), CONDA_ACTIVATION_CMD.
+# DEEPEMHANCER_TORCH_PIP_OPTIONS, DEEPEMHANCER_ENGINE_SOURCE, DEEPEMHANCER_ENV_BACKEND (auto|venv|conda),
+# CONDA_ACTIVATION_CMD.
 set -euo pipefail
 
-PREFIX="${1:?usage: $0 PREFIX [--no-engine]}"
+USAGE="usage: .ci/setup_scipion.sh PREFIX [--no-engine | --reinstall-engine] [--wheels DIST_DIR]"
+PREFIX="${1:?$USAGE}"
+shift
 WITH_ENGINE=1
 REINSTALL=0
-[ "${2:-}" = "--no-engine" ] && WITH_ENGINE=0
-[ "${2:-}" = "--reinstall-engine" ] && REINSTALL=1
+WHEELS=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --no-engine) WITH_ENGINE=0 ;;
+        --reinstall-engine) REINSTALL=1 ;;
+        --wheels) WHEELS="$(cd "${2:?$USAGE}" && pwd)"; shift ;;
+        *) echo "$USAGE" >&2; exit 2 ;;
+    esac
+    shift
+done
+one_wheel() {  # the single wheel of distribution $1 in $WHEELS
+    local found=("$WHEELS"/"$1"-*-py3-none-any.whl)
+    [ "${#found[@]}" = 1 ] && [ -f "${found[0]}" ] || { echo "error: need one $1 wheel in $WHEELS" >&2; exit 1; }
+    echo "${found[0]}"
+}
 mkdir -p "$PREFIX"
 PREFIX="$(cd "$PREFIX" && pwd)"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -60,18 +79,36 @@ if [ ! -f "$SCIPION_HOME/config/scipion.conf" ] || [ ! -f "$SCIPION_HOME/config/
     scipion3 config --unattended > "$PREFIX/config.log" 2>&1 || { tail -20 "$PREFIX/config.log"; exit 1; }
 fi
 
-step "3. plugin (editable) from $REPO"
-# strict editable mode: a link tree with the installed layout (deepemhancer/tests beside deepemhancer/...),
-# which `scipion3 tests --grep/--run` needs to find the tests; new files need this line run again
-"$VENV/bin/python" -m pip install -q -e "$REPO" --config-settings editable_mode=strict
-# pip can report success while the mapped packages are unusable (legacy develop): check the entry point
-"$VENV/bin/python" - <<'EOF'
-from importlib.metadata import entry_points
+if [ -n "$WHEELS" ]; then
+    PLUGIN_WHEEL="$(one_wheel scipion_em_deepemhancer)"
+    step "3. plugin from its wheel $PLUGIN_WHEEL"
+    # --force-reinstall: replaces an editable install of the same version; scipion-em is already there
+    "$VENV/bin/python" -m pip install -q --force-reinstall --no-deps "$PLUGIN_WHEEL"
+    DEEPEMHANCER_ENGINE_SOURCE="$(one_wheel deepemhancer_engine)"
+    export DEEPEMHANCER_ENGINE_SOURCE  # installb (step 4) installs the engine from this wheel
+else
+    step "3. plugin (editable) from $REPO"
+    # strict editable mode: a link tree with the installed layout (deepemhancer/tests beside deepemhancer/...),
+    # which `scipion3 tests --grep/--run` needs to find the tests; new files need this line run again
+    "$VENV/bin/python" -m pip install -q -e "$REPO" --config-settings editable_mode=strict
+fi
+# pip can report success while the mapped packages are unusable (legacy develop): check the entry point,
+# and with --wheels that the wheel is what gets imported (not this checkout). Run from PREFIX: in the
+# repository, the current folder's *.egg-info (left by builds) would answer for the distribution.
+(cd "$PREFIX" && DEEPEMHANCER_FROM_WHEEL="${WHEELS:+1}" "$VENV/bin/python" - <<'EOF'
+import json
+import os
+from importlib.metadata import distribution, entry_points
 eps = [e for e in entry_points(group="pyworkflow.plugin") if e.name == "deepemhancer"]
 assert eps, "no pyworkflow.plugin entry point 'deepemhancer'"
 import deepemhancer, deepemhancer.protocols, deepemhancer.viewers  # noqa: E401
-print("plugin", deepemhancer.__file__)
+direct = json.loads(distribution("scipion-em-deepemhancer").read_text("direct_url.json") or "{}")
+editable = direct.get("dir_info", {}).get("editable", False)
+if os.environ.get("DEEPEMHANCER_FROM_WHEEL"):
+    assert not editable and direct.get("url", "").endswith(".whl"), direct
+print("plugin", deepemhancer.__file__, "(editable)" if editable else "(from %s)" % direct.get("url", "?"))
 EOF
+)
 scipion3 inspect deepemhancer > "$PREFIX/inspect.log" 2>&1 || { cat "$PREFIX/inspect.log"; exit 1; }
 
 if [ "$WITH_ENGINE" = 1 ]; then
@@ -85,6 +122,14 @@ if [ "$WITH_ENGINE" = 1 ]; then
     FLAG="$("$VENV/bin/python" -c 'from deepemhancer import Plugin; print(Plugin.getInstalledFlagPath())')"
     [ -f "$FLAG" ] || { echo "error: engine environment not installed ($FLAG missing), see $PREFIX/installb.log" >&2; exit 1; }
     "$VENV/bin/python" -c 'from deepemhancer import Plugin; print("engine:", Plugin.getProgram())'
+    # which engine distribution the managed env holds, and from where (with --wheels: that wheel)
+    ENGINE_ORIGIN="$("$VENV/bin/python" -c 'from deepemhancer import Plugin; print(Plugin.getPython())')"
+    ENGINE_ORIGIN="$(env -u PYTHONPATH bash -c "$ENGINE_ORIGIN -c 'from importlib.metadata import distribution
+e = distribution(\"deepemhancer-engine\"); print(e.version, e.read_text(\"direct_url.json\") or \"(index)\")'")"
+    echo "engine distribution: $ENGINE_ORIGIN"
+    if [ -n "$WHEELS" ] && [[ "$ENGINE_ORIGIN" != *"file://$DEEPEMHANCER_ENGINE_SOURCE"* ]]; then
+        echo "error: the managed env's engine is not $DEEPEMHANCER_ENGINE_SOURCE" >&2; exit 1
+    fi
 fi
 
 step "done; export these before running the tests"

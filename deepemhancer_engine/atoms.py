@@ -37,7 +37,7 @@ def gemmi_module():
         import gemmi
     except ImportError:  # pragma: no cover - depends on the environment
         raise DeepEMhancerError(
-            "atomic models need the gemmi package: pip install 'scipion-em-deepemhancer[train]' "
+            "atomic models need the gemmi package: pip install 'deepemhancer-engine[train]' "
             "(or pip install gemmi)"
         ) from None
     return gemmi

@@ -28,7 +28,7 @@ def _pyplot():
         import matplotlib
     except ImportError:  # pragma: no cover - depends on the environment
         raise DeepEMhancerError(
-            "plots need matplotlib: pip install 'scipion-em-deepemhancer[plots]' (or pip install matplotlib)"
+            "plots need matplotlib: pip install 'deepemhancer-engine[plots]' (or pip install matplotlib)"
         ) from None
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt

@@ -29,6 +29,8 @@ from .constants import (
     DEFAULT_TORCH,
     DISTRIBUTION,
     ENGINE_COMMAND,
+    ENGINE_DISTRIBUTION,
+    ENGINE_PROJECT_DIR,
     ENV_NAME,
     PYTHON_VERSION_CONDA,
 )
@@ -65,7 +67,10 @@ def _engineVersion():
 
 __version__ = _engineVersion()
 ENGINE_VERSION = __version__
-_logo = None
+_logo = "deepemhancer_logo.png"  # beside this file (package data); the form's header shows it
+#: Scipion's development tag for the protocols (``_devStatus``): pyworkflow has no alpha tag, BETA is the
+#: closest to the distributions' "Development Status :: 3 - Alpha" classifier.
+DEV_STATUS = pw.BETA
 _references = ["SanchezGarcia2021"]
 
 
@@ -73,7 +78,9 @@ class Plugin(pwem.Plugin):
     _homeVar = DEEPEMHANCER_HOME
     _pathVars = [DEEPEMHANCER_HOME]
     _supportedVersions = [ENGINE_VERSION]
-    _url = "https://github.com/rsanchezgarc/deepEMhancer"
+    # No public address yet: empty, so Scipion shows no link rather than the TensorFlow original's;
+    # the documentation is the package's own README (its PyPI description).
+    _url = ""
 
     @classmethod
     def _defineVariables(cls):
@@ -94,8 +101,9 @@ class Plugin(pwem.Plugin):
                        description="Extra pip options for torch, e.g. "
                                    "'--index-url https://download.pytorch.org/whl/cu126'.")
         cls._defineVar(DEEPEMHANCER_ENGINE_SOURCE, "",
-                       description="pip requirement of the engine; empty: this source tree in a devel "
-                                   "install, else the released scipion-em-deepemhancer[engine].")
+                       description="pip requirement of the engine (a wheel, a folder, a version); empty: "
+                                   "this checkout's packaging/engine in a devel install, else the released "
+                                   "%s of this version." % ENGINE_DISTRIBUTION)
         cls._defineVar(DEEPEMHANCER_ENV_BACKEND, "auto",
                        description="auto (conda when Scipion's conda is configured or on PATH, else venv), "
                                    "venv or conda.")
@@ -138,15 +146,16 @@ class Plugin(pwem.Plugin):
 
     @classmethod
     def getEngineSource(cls):
-        """pip requirement that installs the engine (with its shipped weights) in the managed env."""
+        """pip requirement that installs the engine distribution (with its weights) in the managed env:
+        DEEPEMHANCER_ENGINE_SOURCE, else this checkout's engine project (editable plugin install, the
+        repository beside it), else the released engine of this version from the index."""
         source = cls.getVar(DEEPEMHANCER_ENGINE_SOURCE)
         if source:
             return source
-        repo = os.path.dirname(_PLUGIN_DIR)
-        if (os.path.exists(os.path.join(repo, "setup.py"))
-                and os.path.isdir(os.path.join(repo, "deepemhancer_engine"))):
-            return "%s[engine]" % repo  # devel install: this source tree
-        return "%s[engine]==%s" % (DISTRIBUTION, ENGINE_VERSION)
+        project = os.path.join(os.path.dirname(_PLUGIN_DIR), *ENGINE_PROJECT_DIR)
+        if os.path.isfile(os.path.join(project, "pyproject.toml")):
+            return project
+        return "%s==%s" % (ENGINE_DISTRIBUTION, ENGINE_VERSION)
 
     @classmethod
     def getTorchRequirement(cls):

@@ -15,7 +15,8 @@ DEEPEMHANCER_WEIGHTS_DIR = "DEEPEMHANCER_WEIGHTS_DIR"
 DEEPEMHANCER_TORCH = "DEEPEMHANCER_TORCH"
 #: Extra pip options for the torch install (e.g. ``--index-url https://download.pytorch.org/whl/cu126``).
 DEEPEMHANCER_TORCH_PIP_OPTIONS = "DEEPEMHANCER_TORCH_PIP_OPTIONS"
-#: pip requirement of the engine itself; default: this source tree (devel) or the released distribution.
+#: pip requirement of the engine itself (a wheel, a folder, ``deepemhancer-engine==V``); default: this
+#: checkout's packaging/engine in a devel install, else the released deepemhancer-engine of this version.
 DEEPEMHANCER_ENGINE_SOURCE = "DEEPEMHANCER_ENGINE_SOURCE"
 #: ``auto`` (conda when Scipion's conda is configured or on PATH, else venv), ``conda`` or ``venv``.
 DEEPEMHANCER_ENV_BACKEND = "DEEPEMHANCER_ENV_BACKEND"
@@ -25,7 +26,10 @@ DEEPEMHANCER_COOT = "DEEPEMHANCER_COOT"
 # ---- managed environment ------------------------------------------------------------------------
 ENV_NAME = "deepemhancer"  # installb target (dash-free on purpose) and env folder prefix
 DEFAULT_TORCH = "torch==2.13.0"
-DISTRIBUTION = "scipion-em-deepemhancer"
+DISTRIBUTION = "scipion-em-deepemhancer"  # this plugin
+ENGINE_DISTRIBUTION = "deepemhancer-engine"  # what installb puts in the managed env
+#: The engine distribution's project folder in a checkout (devel install), relative to the repository.
+ENGINE_PROJECT_DIR = ("packaging", "engine")
 PYTHON_VERSION_CONDA = "3.11"
 BACKENDS = ("auto", "venv", "conda")
 ENGINE_COMMAND = "deepemhancer"

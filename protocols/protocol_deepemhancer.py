@@ -12,7 +12,7 @@ import shutil
 import subprocess
 
 import pyworkflow.protocol.params as params
-from deepemhancer import ENGINE_VERSION, Plugin
+from deepemhancer import DEV_STATUS, ENGINE_VERSION, Plugin
 from deepemhancer.constants import (
     BLEND_MODES,
     ENGINE_ERROR_PREFIX,
@@ -56,6 +56,7 @@ class ProtDeepEMhancer(ProtAnalysis3D):
     """
 
     _label = "deepemhancer"
+    _devStatus = DEV_STATUS
     _possibleOutputs = {"outputVolume": Volume, "outputConfidence": Volume}
 
     def __init__(self, **kwargs):

@@ -4,7 +4,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-bash scripts/setup_engine_env.sh "$ROOT/.venv" ".[engine,plots,train]"
+bash scripts/setup_engine_env.sh "$ROOT/.venv" "plots,train"
 OUT="${DEMO_OUT:-$ROOT/demo_output}"
 mkdir -p "$OUT"
 .venv/bin/deepemhancer -i examples/half1.mrc -i2 examples/half2.mrc -o "$OUT/enhanced.mrc" --force

@@ -8,7 +8,7 @@
 #
 # Usage: scripts/gpu_check.sh [OUTDIR]   (default OUTDIR: /tmp/deepemhancer-gpu-check)
 # Writes OUTDIR/check.log and OUTDIR/speed_gpu.md (with its JSONL and PNG). Needs the engine's
-# dependencies and pytest (pip install '.[engine,plots]' pytest); the engine is imported from this
+# dependencies and pytest (pip install './packaging/engine[plots]' pytest); the engine is imported from this
 # checkout. TESTS_S (default 120) and SPEED_S (default 270) limit the two steps, in seconds.
 set -u
 case "${1:-}" in -h|--help) sed -n '2,12p' "$0" | cut -c3-; exit 0 ;; esac

@@ -12,7 +12,7 @@
 # paper-size run. Running it again with the same folders continues: existing shards are kept and
 # every run resumes from its checkpoint. Times count in seconds from the start of the script.
 #
-# Needs a GPU and the engine with its training extras and pytest (pip install '.[engine,train]' pytest);
+# Needs a GPU and the engine with its training extras and pytest (pip install './packaging/engine[train]' pytest);
 # the engine is imported from this checkout. Usage: scripts/gpu_session.sh [options]; --help lists them.
 set -u
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -107,7 +107,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 $PY -c "import os, torch, numpy, scipy; print('torch', torch.__version__, 'numpy', numpy.__version__,
 'scipy', scipy.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name(0),
 'cpus', os.cpu_count())" \
-    || { say "the engine's dependencies are missing (pip install '.[engine,train]')"; exit 1; }
+    || { say "the engine's dependencies are missing (pip install './packaging/engine[train]')"; exit 1; }
 
 # 1. data on the CPUs (cores 2..); gpu tests and speed check on the GPU (cores 0-1)
 CPUS=$($PY -c "import os; print(os.cpu_count())")

@@ -4,6 +4,7 @@ Re-exports every TestCase so that `scipion3 tests deepemhancer.tests` (unittest'
 the package) runs them all. Test modules use absolute imports (pytest names them from their path).
 """
 from deepemhancer.tests.test_headless_script import TestHeadlessScript  # noqa: F401
+from deepemhancer.tests.test_packaging import TestPluginDistribution  # noqa: F401
 from deepemhancer.tests.test_plugin import TestDeepEMhancerPlugin  # noqa: F401
 from deepemhancer.tests.test_protocol import (  # noqa: F401
     TestDeepEMhancerProtocol,

@@ -30,14 +30,14 @@ class _VarsOverride:
 class TestDeepEMhancerPlugin(unittest.TestCase):
     def test_conda_command_line(self):
         with _VarsOverride(DEEPEMHANCER_TORCH="torch==2.13.0", DEEPEMHANCER_TORCH_PIP_OPTIONS="",
-                           DEEPEMHANCER_ENGINE_SOURCE="/src/scipion-em-deepemhancer[engine]"):
+                           DEEPEMHANCER_ENGINE_SOURCE="/src/dist/deepemhancer_engine-0.1.0-py3-none-any.whl"):
             cmd = Plugin.getCondaInstallCommand(activation='eval "$(/opt/conda/bin/conda shell.bash hook)"&&')
         env = "deepemhancer-%s" % ENGINE_VERSION
         self.assertEqual(
             cmd,
             'eval "$(/opt/conda/bin/conda shell.bash hook)"&& conda create -y -n %s python=3.11 && '
             "conda activate %s && python -m pip install torch==2.13.0 && "
-            "python -m pip install '/src/scipion-em-deepemhancer[engine]' && "
+            "python -m pip install /src/dist/deepemhancer_engine-0.1.0-py3-none-any.whl && "
             "env -u PYTHONPATH deepemhancer info > engine_info.txt && echo conda > %s" % (env, env, INSTALLED_FLAG))
 
     def test_torch_choice_is_configurable(self):
@@ -69,14 +69,27 @@ class TestDeepEMhancerPlugin(unittest.TestCase):
         self.assertEqual(env.kw["url"], "file:" + os.devnull)  # nothing downloaded
         self.assertTrue(env.kw["default"])
 
-    def test_engine_source_devel(self):
+    def test_engine_source(self):
+        """Editable plugin install: the checkout's engine project; from a wheel: the released engine."""
         repo = os.path.dirname(os.path.dirname(os.path.realpath(sys.modules["deepemhancer"].__file__)))
         with _VarsOverride(DEEPEMHANCER_ENGINE_SOURCE=""):
             src = Plugin.getEngineSource()
-        if os.path.isdir(os.path.join(repo, "deepemhancer_engine")):
-            self.assertEqual(src, "%s[engine]" % repo)
+        engine_project = os.path.join(repo, "packaging", "engine")
+        if os.path.isfile(os.path.join(engine_project, "pyproject.toml")):
+            self.assertEqual(src, engine_project)
         else:
-            self.assertEqual(src, "scipion-em-deepemhancer[engine]==%s" % ENGINE_VERSION)
+            self.assertEqual(src, "deepemhancer-engine==%s" % ENGINE_VERSION)
+        with _VarsOverride(DEEPEMHANCER_ENGINE_SOURCE="/dist/deepemhancer_engine-1-py3-none-any.whl"):
+            self.assertEqual(Plugin.getEngineSource(), "/dist/deepemhancer_engine-1-py3-none-any.whl")
+
+    def test_venv_torch_choice(self):
+        with _VarsOverride(DEEPEMHANCER_TORCH="torch==2.13.0",
+                           DEEPEMHANCER_TORCH_PIP_OPTIONS="--index-url https://download.pytorch.org/whl/cpu",
+                           DEEPEMHANCER_ENGINE_SOURCE="deepemhancer-engine==0.1.0"):
+            line = Plugin.getVenvInstallCommands(python="python3")[1][0]
+        self.assertTrue(line.startswith("venv/bin/python -m pip install --index-url "
+                                        "https://download.pytorch.org/whl/cpu torch==2.13.0 && "
+                                        "venv/bin/python -m pip install deepemhancer-engine==0.1.0 && "), line)
 
     def test_program_and_environ(self):
         with _VarsOverride(DEEPEMHANCER_ENV_ACTIVATION="", DEEPEMHANCER_ENV_BACKEND="venv",

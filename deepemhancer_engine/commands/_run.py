@@ -67,17 +67,18 @@ def guarded(func: Callable[[], int | None], debug: bool) -> int:
         _restore_signals(previous)
 
 
-#: Which extra of the engine distribution brings a package (the rest come with ``engine``).
+#: Which extra of the engine distribution brings a package (the rest are its plain dependencies).
 _EXTRA_OF = {"gemmi": "train", "matplotlib": "plots"}
 
 
 def missing_package(exc: ModuleNotFoundError) -> str:
     """One line saying which package is missing and how to install it."""
     name = (exc.name or str(exc)).split(".")[0]
-    extra = _EXTRA_OF.get(name, "engine")
+    extra = _EXTRA_OF.get(name)
+    requirement = f"deepemhancer-engine[{extra}]" if extra else "deepemhancer-engine"
     hint = "pip install torch (a CPU or CUDA build, README 'Installation'), then " if name == "torch" else ""
     return (f"error: the Python package '{name}' is not installed in this environment; {hint}"
-            f"pip install 'scipion-em-deepemhancer[{extra}]' (in Scipion: scipion3 installb deepemhancer)")
+            f"pip install '{requirement}' (in Scipion: scipion3 installb deepemhancer)")
 
 
 def _raise_on_sigterm() -> dict:

@@ -1,5 +1,5 @@
 """``deepemhancer simulate``: pre-generate training shards from the train split of the structure corpus
-(training only; ``pip install .[train]``)."""
+(training only; ``pip install 'deepemhancer-engine[train]'``)."""
 
 from __future__ import annotations
 

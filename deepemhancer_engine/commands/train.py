@@ -1,5 +1,5 @@
 """``deepemhancer train``: fit (or fine-tune) a network on shards made by ``deepemhancer simulate`` and
-write weights + model card (training only; ``pip install .[train]``)."""
+write weights + model card (training only; ``pip install 'deepemhancer-engine[train]'``)."""
 
 from __future__ import annotations
 
