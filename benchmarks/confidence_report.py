@@ -12,20 +12,31 @@ def _f(v, digits=3) -> str:
     return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{digits}f}"
 
 
-def write_tuning(path: Path, table: list[dict], meta: dict, noise_limit: float) -> None:
-    keys = ("band_low", "window", "sigmas", "floor", "spearman", "naive_spearman", "patch_ratio", "noise_median")
-    ok = [r for r in table if r["noise_median"] <= noise_limit]
-    best = max(ok, key=lambda r: r["spearman"]) if ok else None
+def chosen(table: list[dict], noise_limit: float, min_spearman: float) -> dict | None:
+    """The tuning rule (benchmarks/confidence.py, GRID): noise median <= ``noise_limit``, core median >= TRUSTED,
+    median Spearman >= ``min_spearman``; of those the smallest patch ratio."""
+    from deepemhancer_engine.confidence import TRUSTED
+
+    ok = [r for r in table if r["noise_median"] <= noise_limit and r["core"] >= TRUSTED
+          and r["spearman"] >= min_spearman]
+    return min(ok, key=lambda r: r["patch_ratio"]) if ok else None
+
+
+def write_tuning(path: Path, table: list[dict], meta: dict, noise_limit: float, min_spearman: float) -> None:
+    keys = ("window", "snr_half", "sigmas", "spearman", "naive_spearman", "patch_ratio", "core", "noise_median")
+    best = chosen(table, noise_limit, min_spearman)
     lines = [f"# Confidence parameters: tuning grid ({meta['split']}, seeds from {meta['seed0']})", "",
              f"`python benchmarks/confidence.py {meta.get('argv', '')}`: {table[0]['cases']} simulated pairs, "
              f"{table[0]['patch_cases']} with patches, {table[0]['noise_cases']} pure-noise cases; weights "
-             f"{Path(meta['weights']).name}. Rule: the largest median Spearman among the settings whose pure-noise "
-             f"median confidence is at most {noise_limit:g}.", "",
-             "Chosen: " + (", ".join(f"{k} {best[k]:g}" for k in keys[:4]) if best else "none passes the rule"), "",
+             f"{Path(meta['weights']).name}. Rule: among the settings whose pure-noise median confidence is at most "
+             f"{noise_limit:g}, whose rigid core's median confidence is at least 0.5 and whose median Spearman is at "
+             f"least {min_spearman:g} (the previous definition's on these pairs), the smallest patch ratio.", "",
+             "Chosen: " + (", ".join(f"{k} {best[k]:g}" for k in keys[:3]) if best else "none passes the rule"), "",
              "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for row in sorted(table, key=lambda r: -r["spearman"]):
-        lines.append("| " + " | ".join(_f(row[k], 2 if k in keys[:4] else 3) for k in keys) + " |")
+        lines.append("| " + " | ".join(_f(row[k], 2 if k in keys[:3] else 3) for k in keys) + " |")
     path.write_text("\n".join(lines) + "\n")
+
 
 GATES = (
     ("Spearman(block confidence, block CC with the model), median over pairs", "spearman", ">=", 0.6),

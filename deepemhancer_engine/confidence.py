@@ -11,9 +11,11 @@ noise, they disagree. The confidence measures that agreement in the band the dat
    difference of the two filtered halves (signal cancels there; what is left is the noise, with its real
    colour): ``sigma0^2 = sum_r A(r) rho(r)^2``, ``A`` the window's self-overlap (a normalised Gaussian of
    sigma ``sqrt(2) * window * d``), ``rho`` the noise autocorrelation;
-4. ``confidence = clip((atanh(cc) - sigmas * sigma0) / atanh(full), 0, 1)``: 0 where the agreement is within
-   what noise gives, 1 where the halves agree as well as a correlation of ``full`` (0.99); linear in Fisher z
-   between; brought back to the map's grid.
+4. ``t = max(cc - sigmas * sigma0, 0) / (1 - cc)``: the local signal-to-noise ratio of one half (``cc / (1 - cc)``
+   for ``cc = S / (S + N)``) beyond what noise alone reaches; ``confidence = t / (t + snr_half)``: 0 where the
+   agreement is within what noise gives, 0.5 at a local signal-to-noise ratio of ``snr_half`` (30, cc ~ 0.97),
+   towards 1 above; linear in the signal-to-noise ratio where it is small, so a blurred or weak region's lower
+   ratio shows instead of being squeezed near 1 with the core; brought back to the map's grid.
 
 Why each choice, what was tried and the measured calibration: docs/design.md, "Confidence map". The
 parameters were tuned on simulated pairs of the training split only (``benchmarks/confidence.py --tune``).
@@ -51,21 +53,21 @@ CONTOUR_SIGMAS = 3.0
 class ConfidenceParams:
     """The method's numbers (module text), lengths in units of the resolution ``d``: ``band_low`` the band's
     coarse end (inf: everything up to the fine end), ``band_high`` its fine end, ``window`` the window's sigma,
-    ``sigmas`` the noise-only standard deviations removed in Fisher z, ``full`` the correlation that maps to 1,
-    ``floor`` how much of the box's mean noise power is added to the local variances (0: none). The defaults
-    were chosen on the train split (docs/design.md, "Confidence map")."""
+    ``sigmas`` the noise-only standard deviations of ``cc`` removed, ``snr_half`` the local signal-to-noise ratio
+    that maps to 0.5, ``floor`` how much of the box's mean noise power is added to the local variances (0: none).
+    The defaults were chosen on the train split (docs/design.md, "Confidence map")."""
 
     band_low: float = math.inf
     window: float = 0.6
     sigmas: float = 3.0
     band_high: float = 1.0
-    full: float = 0.99
+    snr_half: float = 30.0
     floor: float = 0.0
 
     def __post_init__(self) -> None:
-        if not (self.band_low > self.band_high > 0 and self.window > 0 and self.sigmas >= 0 and 0 < self.full < 1):
+        if not (self.band_low > self.band_high > 0 and self.window > 0 and self.sigmas >= 0 and self.snr_half > 0):
             raise InputError(f"confidence parameters need band_low > band_high > 0, window > 0, sigmas >= 0, "
-                             f"0 < full < 1, got {self}")
+                             f"snr_half > 0, got {self}")
 
 
 DEFAULT_PARAMS = ConfidenceParams()
@@ -153,16 +155,15 @@ def _confidence_on_grid(e1: np.ndarray, e2: np.ndarray, vs: tuple[float, float, 
     a2 = scipy.fft.irfftn(f2, s=shape, workers=-1).astype(np.float32)
     del f2
     return _local_agreement(a1, a2, sigma_vox, params.sigmas * sigma0, params.floor * noise_power,
-                            math.atanh(params.full))
+                            params.snr_half)
 
 
 def _local_agreement(a1: np.ndarray, a2: np.ndarray, sigma_vox, shift: float, noise_power: float,
-                     z_full: float) -> np.ndarray:
-    """``clip((atanh(cc) - shift) / z_full, 0, 1)`` of the windowed correlation of ``a1`` and ``a2`` (local means
-    removed),
-    ``cc = C12 / sqrt((C11 + N) (C22 + N))``; ``N``, the box's mean noise power, keeps a faint pattern both
-    halves share where the network leaves almost nothing (the solvent) from counting as agreement. Both inputs
-    are overwritten."""
+                     snr_half: float) -> np.ndarray:
+    """``t / (t + snr_half)``, ``t = max(cc - shift, 0) / (1 - cc)``, of the windowed correlation of ``a1`` and
+    ``a2`` (local means removed), ``cc = C12 / sqrt((C11 + N) (C22 + N))``; ``N``, the box's mean noise power,
+    keeps a faint pattern both halves share where the network leaves almost nothing (the solvent) from counting
+    as agreement. Both inputs are overwritten."""
 
     def smooth(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         return ndimage.gaussian_filter(x, sigma_vox, output=out, mode="wrap")
@@ -189,12 +190,16 @@ def _local_agreement(a1: np.ndarray, a2: np.ndarray, sigma_vox, shift: float, no
     a1 += 1e-12 * float(a1.mean()) + 1e-30  # empty regions (a masked output): no agreement, not 0/0
     np.sqrt(a1, out=a1)
     np.divide(c12, a1, out=c12)
-    del a1
-    np.clip(c12, -0.999999, 0.999999, out=c12)
-    np.arctanh(c12, out=c12)
+    np.clip(c12, -1.0, 0.999999, out=c12)
+    np.subtract(1.0, c12, out=a1)
     c12 -= shift
-    c12 /= z_full
-    np.clip(c12, 0.0, 1.0, out=c12)
+    np.maximum(c12, 0.0, out=c12)
+    c12 /= a1  # t: the signal-to-noise ratio beyond what noise reaches
+    del a1
+    c12 += snr_half
+    np.reciprocal(c12, out=c12)
+    c12 *= -snr_half
+    c12 += 1.0  # t / (t + snr_half)
     return c12
 
 

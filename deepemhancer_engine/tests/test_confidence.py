@@ -131,7 +131,7 @@ def test_shared_detail_is_trusted_and_noise_is_not():
     scale = float(signal.std()) / float(n1.std())
     inside = ndimage.binary_erosion(signal > np.percentile(signal, 70), iterations=2)
     medians = []
-    for level in (0.25, 0.5, 1.0):  # noise std relative to the signal's
+    for level in (0.125, 0.25, 0.5):  # noise std relative to the signal's
         conf = confidence_map(signal + level * scale * n1, signal + level * scale * n2, vs, d)
         assert conf.dtype == np.float32 and conf.min() >= 0 and conf.max() <= 1
         medians.append(float(np.median(conf[inside])))
