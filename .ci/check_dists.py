@@ -78,8 +78,8 @@ def check_engine(dist_dir):
             errors.append("engine wheel: no weights/*%s" % suffix)
     if top != [ENGINE]:
         errors.append("engine wheel: top_level.txt %s, expected [%s]" % (top, ENGINE))
-    if not re.search(r"^deepemhancer = deepemhancer_engine\.cli:main$", entry, flags=re.M):
-        errors.append("engine wheel: no console script 'deepemhancer = deepemhancer_engine.cli:main'")
+    if not re.search(r"^deepemhancer = deepemhancer_engine\.cli:run$", entry, flags=re.M):
+        errors.append("engine wheel: no console script 'deepemhancer = deepemhancer_engine.cli:run'")
     bad = [n for n in names if not n.startswith((ENGINE + "/", "%s-%s.dist-info/" % (ENGINE, VERSION)))
            or n.startswith(ENGINE + "/tests/")]
     if bad:
