@@ -209,10 +209,9 @@ def summary(enhanced: np.ndarray, confidence: np.ndarray) -> dict:
     fraction of them with confidence >= :data:`TRUSTED`, and the median confidence there."""
     from .normalize import estimate_noise
 
-    try:
-        mean, std = estimate_noise(enhanced)
-    except InputError:  # a constant solvent (a masked output): its level is the contour's base
-        mean, std = float(np.median(enhanced)), 0.0
+    # The enhanced map's own solvent statistics: flat by design (null correction, skipped cubes), so a
+    # std of 0 is an answer here, not a masked input to work around.
+    mean, std = estimate_noise(enhanced, masked_rule=False)
     level = mean + CONTOUR_SIGMAS * std
     inside = enhanced > level
     n = int(np.count_nonzero(inside))

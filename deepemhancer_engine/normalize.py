@@ -148,8 +148,11 @@ def solvent_voxels(data: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
     return _solvent_mask(smooth)
 
 
-def estimate_noise(array: npt.ArrayLike) -> tuple[float, float]:
+def estimate_noise(array: npt.ArrayLike, *, masked_rule: bool = True) -> tuple[float, float]:
     """Estimate the solvent noise (mean, std) of a (Z, Y, X) map, in the map's units.
+
+    ``masked_rule`` False: the solvent's own statistics even when it is flat (std 0 possible), for maps that
+    are not network inputs (an enhanced map's solvent is flat by design).
 
     Works for compact particles, hollow shells and filaments that span the box: no assumption
     on where the solvent is. Falls back to robust statistics of the whole map (with a warning)
@@ -177,7 +180,7 @@ def estimate_noise(array: npt.ArrayLike) -> tuple[float, float]:
         log.debug("noise mean %.4g, std %.4g from %d solvent voxels (%.0f%% of the box)",
                   mean, std, n, 100.0 * n / data.size)
         molecule = ~solvent
-    return mean, _unmasked_std(data, molecule, mean, std)
+    return (mean, std) if not masked_rule else (mean, _unmasked_std(data, molecule, mean, std))
 
 
 def _unmasked_std(data: npt.NDArray[np.float32], molecule: npt.NDArray[np.bool_] | None, mean: float,

@@ -271,26 +271,6 @@ def read_half_maps(
     return first, second, grid
 
 
-def read_inputs(
-    inputs: Sequence[str | os.PathLike], mask: str | os.PathLike | None = None, *, fsc: bool = False
-) -> tuple[np.ndarray, GridInfo, np.ndarray | None, object | None]:
-    """Read one map or two half maps (averaged) and an optional mask, checking they agree.
-
-    Returns the map (the average of the halves), its grid, the mask or None, and with ``fsc`` and two
-    half maps their unmasked FSC curve (:class:`metrics.FSCCurve`; otherwise None).
-    """
-    volume, half2, grid = read_half_maps(inputs)
-    curve = None
-    if half2 is not None:
-        if fsc:
-            curve = half_map_fsc(volume, half2, grid.voxel_size)
-            log.info("Half-map FSC-0.143 (unmasked): %.3g A", curve.resolution(0.143))
-        volume = np.add(volume, half2, dtype=np.float32)  # a new array: inputs stay read-only
-        volume *= 0.5
-        del half2
-    return volume, grid, _read_mask(mask, grid, inputs[0]), curve
-
-
 def _read_mask(mask: str | os.PathLike | None, grid: GridInfo, first: str | os.PathLike) -> np.ndarray | None:
     """The mask (None without one), checked to match the map's shape and to hold values in 0..1."""
     if mask is None:
@@ -348,6 +328,7 @@ def enhance_with_confidence(
     resolution: float | None = None,
     params=None,
     keep_halves: bool = False,
+    d_half: float | None = None,
 ) -> ConfidenceResult:
     """Enhance the average of two half maps, as :func:`enhance` does, and each half on its own with the same
     model and settings; the two enhanced halves give the confidence map (:func:`confidence.confidence_map`).
@@ -355,6 +336,7 @@ def enhance_with_confidence(
     ``resolution`` (A): the limit of :func:`enhance` (default: ``config.resolution``, else the half-map
     FSC-0.143 when the limit is on). ``params``: :class:`confidence.ConfidenceParams` (default: the tuned ones).
     ``keep_halves``: return the enhanced halves too (to recompute the confidence with other parameters).
+    ``d_half``: the half maps' FSC-0.143 when the caller has it (computed otherwise).
     """
     from .confidence import DEFAULT_PARAMS, describe, summary, timed_confidence
 
@@ -364,8 +346,9 @@ def enhance_with_confidence(
     half1, half2 = np.asarray(half1, dtype=np.float32), np.asarray(half2, dtype=np.float32)
     if half1.shape != half2.shape:
         raise InputError(f"half maps differ in shape: {half1.shape} and {half2.shape}")
-    d_half = half_map_resolution(half1, half2, vs)
-    log.info("Half-map FSC-0.143 (unmasked): %.3g A", d_half)
+    if d_half is None:
+        d_half = half_map_resolution(half1, half2, vs)
+        log.info("Half-map FSC-0.143 (unmasked): %.3g A", d_half)
     if resolution is None:
         resolution = config.resolution if config.resolution is not None else d_half
     run = dict(config=config, mask=mask, model=model, progress=progress, timings=timings, resolution=resolution)
@@ -414,11 +397,12 @@ def enhance_file(
         inputs = [inputs]
     mask_path = config.normalization.mask if config.normalization.mode is NormMode.MASK else None
     out = check_output(output, [*inputs, mask_path], force=force)
-    conf_out = _check_confidence_output(confidence, out, inputs, mask_path, force)
+    sidecars = _check_sidecars(out, [*inputs, mask_path], force) if provenance else []
+    conf_out = _check_confidence_output(confidence, [out, *sidecars], inputs, mask_path, force)
     auto_limit = config.limit_resolution and config.resolution is None
-    volume, half2, grid, mask, curve = _read_for_enhance(inputs, mask_path, halves_apart=conf_out is not None)
+    volume, half2, grid, mask, curve = _read_for_enhance(inputs, mask_path, halves_apart=conf_out is not None,
+                                                         voxel_size=voxel_size)
     d_half = curve.resolution(0.143) if curve is not None else None
-    grid = _override_voxel_size(grid, voxel_size)
     log.info(
         "Input %s: %s voxels, %s A/voxel, origin %s", ", ".join(str(p) for p in inputs),
         _fmt_shape(grid.shape), _fmt_vs(grid.voxel_size), tuple(round(o, 3) for o in grid.origin),
@@ -428,7 +412,7 @@ def enhance_file(
     extra = dict(provenance) if isinstance(provenance, dict) else {}
     if conf_out is not None:
         found = enhance_with_confidence(volume, half2, grid.voxel_size, config=config, mask=mask, model=model,
-                                        progress=progress, timings=timings)
+                                        progress=progress, timings=timings, d_half=d_half)
         if report is not None:
             report["confidence"] = found.summary
         result = found.enhanced
@@ -446,15 +430,22 @@ def enhance_file(
     return out
 
 
-def _read_for_enhance(inputs, mask_path, *, halves_apart: bool):
-    """``(map or average, half 2 or None, grid, mask, half-map FSC curve or None)``; ``halves_apart`` keeps the
-    two half maps (for the confidence map), otherwise they are averaged (:func:`read_inputs`)."""
-    if halves_apart:
-        volume, half2, grid = read_half_maps(inputs)
-        return volume, half2, grid, _read_mask(mask_path, grid, inputs[0]), half_map_fsc(volume, half2,
-                                                                                         grid.voxel_size)
-    volume, grid, mask, curve = read_inputs(inputs, mask_path, fsc=True)
-    return volume, None, grid, mask, curve
+def _read_for_enhance(inputs, mask_path, *, halves_apart: bool, voxel_size: float | None):
+    """``(map or average, half 2 or None, grid, mask, half-map FSC curve or None)``; ``voxel_size`` (``-s``)
+    replaces the header's before anything is measured (the FSC's frequencies use it); ``halves_apart`` keeps
+    the two half maps (for the confidence map), otherwise they are averaged."""
+    volume, half2, grid = read_half_maps(inputs)
+    grid = _override_voxel_size(grid, voxel_size)
+    mask = _read_mask(mask_path, grid, inputs[0])
+    if half2 is None:
+        return volume, None, grid, mask, None
+    curve = half_map_fsc(volume, half2, grid.voxel_size)
+    log.info("Half-map FSC-0.143 (unmasked): %.3g A", curve.resolution(0.143))
+    if not halves_apart:
+        volume = np.add(volume, half2, dtype=np.float32)  # a new array: inputs stay read-only
+        volume *= 0.5
+        half2 = None
+    return volume, half2, grid, mask, curve
 
 
 def _write_with_provenance(out: Path, result: np.ndarray, grid: GridInfo, *, force: bool, provenance: bool | dict,
@@ -485,16 +476,25 @@ def _override_voxel_size(grid: GridInfo, voxel_size: float | None) -> GridInfo:
     return dataclasses.replace(grid, voxel_size=(float(voxel_size),) * 3)
 
 
-def _check_confidence_output(confidence, out: Path, inputs, mask_path, force: bool) -> Path | None:
-    """The confidence map's path, checked like the output's; InputError for a single map or the output's name."""
+def _check_sidecars(out: Path, inputs, force: bool) -> list[Path]:
+    """``OUT.json`` and ``OUT_fsc.tsv``, checked like the output (never overwritten without ``force``)."""
+    from . import provenance as prov
+
+    return [check_output(p, inputs, force=force) for p in (prov.sidecar_path(out), prov.fsc_path(out))]
+
+
+def _check_confidence_output(confidence, taken: list[Path], inputs, mask_path, force: bool) -> Path | None:
+    """The confidence map's path, checked like the output's; InputError for a single map or a path the run
+    writes anyway (``taken``: the output and its sidecars)."""
     if confidence is None:
         return None
     if len(inputs) != 2:
         raise InputError(f"{confidence}: a confidence map needs two half maps (-i HALF1 -i2 HALF2), "
                          "got one map; nothing written")
     conf_out = check_output(confidence, [*inputs, mask_path], force=force)
-    if _same_file(conf_out, out) or conf_out.resolve() == out.resolve():
-        raise InputError(f"{conf_out}: the confidence map and the output map are the same file")
+    for path in taken:
+        if _same_file(conf_out, path) or conf_out.resolve() == path.resolve():
+            raise InputError(f"{conf_out}: the confidence map would overwrite {path.name}, written by this run")
     return conf_out
 
 

@@ -134,6 +134,8 @@ def write(output: str | os.PathLike, record: dict[str, Any], curve=None) -> list
         if curve is not None:
             written.append(atomic_write(path, lambda tmp: write_curves_tsv({HALF_MAP_CURVE: curve}, Path(tmp))))
             record.setdefault("files", {})["fsc_curve"] = str(path.resolve())
+        else:  # a one-map run over an earlier half-map run's files: its curve is not this map's
+            remove([path])
         path = sidecar_path(output)
         text = json.dumps(record, indent=1, default=_default)
         written.append(atomic_write(path, lambda tmp: Path(tmp).write_text(text + "\n")))

@@ -6,6 +6,7 @@ reads the provenance the engine writes beside it (weights, SHA-256, half-map FSC
 """
 
 import json
+import math
 import os
 import re
 import shutil
@@ -289,7 +290,7 @@ class ProtDeepEMhancer(ProtAnalysis3D):
         summary.append(self._limitSentence())
         if not self.nullCorrection:
             summary.append("The network's response to pure noise was kept (no null correction).")
-        if self.confidenceTrusted.get() is not None:
+        if self.confidenceTrusted.get() is not None and math.isfinite(self.confidenceTrusted.get()):  # NaN: no molecule
             summary.append("Confidence: %.0f%% of the molecule (enhanced density above %.4g) has confidence >= %g "
                            "(outputConfidence)." % (100 * self.confidenceTrusted.get(), self.confidenceContour.get(),
                                                     self.confidenceThreshold.get()))

@@ -88,7 +88,7 @@ def test_confidence_named_like_the_output_is_refused(tmp_path, tiny, halves, cap
     out = tmp_path / "out.mrc"
     code = main(["-i", str(halves[0]), "-i2", str(halves[1]), "-o", str(out), "--confidence", str(out),
                  "--weights", str(tiny), "-q"])
-    assert code == 2 and "same file" in capsys.readouterr().err
+    assert code == 2 and "would overwrite out.mrc" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 
@@ -151,3 +151,18 @@ def test_summary_counts_trusted_voxels_above_the_contour():
     assert 4000 <= found["molecule_voxels"] <= 4000 + 0.005 * enhanced.size  # the block + noise beyond 3 sigma
     assert found["fraction_trusted"] == pytest.approx(0.5, abs=0.02)
     assert 0.03 < found["contour_level"] < 1.0
+
+
+def test_summary_of_a_flat_solvent_uses_its_own_level(caplog):
+    """An enhanced map's solvent is flat by design: the contour is the solvent's level (no warning about a
+    masked input, no noise level borrowed from the molecule's density)."""
+    import logging
+
+    from deepemhancer_engine.confidence import summary
+
+    enhanced = np.zeros((48, 48, 48), np.float32)
+    enhanced[16:32, 16:32, 16:32] = np.random.default_rng(0).random((16, 16, 16)) + 0.5
+    with caplog.at_level(logging.WARNING):
+        found = summary(enhanced, np.ones_like(enhanced))
+    assert "masked" not in caplog.text
+    assert found["contour_level"] == 0.0 and found["molecule_voxels"] == 16**3 and found["fraction_trusted"] == 1.0

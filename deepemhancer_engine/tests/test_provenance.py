@@ -95,6 +95,23 @@ def test_resolution_given_with_half_maps(tmp_path, tiny, halves):
     assert "resolution limit 9.5 A" in header_labels(out)
 
 
+@pytest.mark.parametrize("confidence", [False, True])
+def test_voxel_size_override_reaches_the_fsc(tmp_path, tiny, halves, confidence):
+    """-s replaces the header's voxel size before the half-map FSC is measured: twice the voxel size, twice
+    the FSC-0.143 in A, in the sidecar, the limit and the curve (with and without the confidence map)."""
+    header = half_map_fsc(halves)
+    vs = 2 * float(read_map(halves[0])[1].voxel_size[0])
+    out = tmp_path / "s.mrc"
+    extra = ["--confidence", str(tmp_path / "c.mrc")] if confidence else []
+    assert main(["-i", str(halves[0]), "-i2", str(halves[1]), "-o", str(out), "--weights", str(tiny),
+                 "-s", str(vs), "-q", *extra]) == 0
+    res = json.loads((tmp_path / "s.json").read_text())["resolution"]
+    assert res["half_map_fsc0.143_A"] == pytest.approx(2 * header.resolution(0.143), rel=5e-3)
+    assert res["limit_A"] == pytest.approx(res["half_map_fsc0.143_A"], rel=1e-6)
+    last = (tmp_path / "s_fsc.tsv").read_text().splitlines()[-1].split("\t")
+    assert float(last[1]) == pytest.approx(2 * vs, rel=0.02)  # Nyquist at the given voxel size
+
+
 def test_failed_sidecar_leaves_nothing(tmp_path, tiny, halves):
     (tmp_path / "out.json").mkdir()  # the sidecar cannot replace a directory
     before = {p.name: digest(p) for p in halves}
@@ -142,3 +159,18 @@ def test_plugin_reads_the_files_the_engine_writes():
     out = Path(values["OUTPUT_MAP"])
     assert provenance.sidecar_path(out) == Path(values["OUTPUT_SIDECAR"])
     assert provenance.fsc_path(out) == Path(values["OUTPUT_FSC"])
+
+
+def test_sidecars_are_outputs_too(tmp_path, tiny, halves, capsys):
+    """OUT.json and OUT_fsc.tsv are never overwritten without --force, the confidence map may not take
+    their names, and a one-map run over a half-map run's files leaves no stale FSC curve."""
+    out = tmp_path / "out.mrc"
+    (tmp_path / "out.json").write_text("{}")
+    args = ["-i", str(halves[0]), "-i2", str(halves[1]), "-o", str(out), "--weights", str(tiny), "-q"]
+    assert main(args) == 2 and "out.json: output file exists; use --force" in capsys.readouterr().err
+    assert (tmp_path / "out.json").read_text() == "{}" and not out.exists()
+    assert main([*args, "--force", "--confidence", str(tmp_path / "out.json")]) == 2
+    assert "would overwrite out.json" in capsys.readouterr().err and (tmp_path / "out.json").read_text() == "{}"
+    assert main([*args, "--force"]) == 0 and (tmp_path / "out_fsc.tsv").exists()
+    assert main(["-i", str(halves[0]), "-o", str(out), "--weights", str(tiny), "-q", "--force"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json", "out.mrc"]
