@@ -189,10 +189,7 @@ def noise_run(k: int, shape, vs: float, loaded, config) -> Run:
     spectrum = NOISE_SPECTRA[k % len(NOISE_SPECTRA)]
     h1 = coloured_noise(shape, vs, spectrum, NOISE_SEED + 2 * k)
     h2 = coloured_noise(shape, vs, spectrum, NOISE_SEED + 2 * k + 1)
-    # Every cube runs: pure noise holds no molecule, so solvent-cube skipping would leave the network out
-    # and make the check pass by construction.
-    every_cube = dataclasses.replace(config, inference=dataclasses.replace(config.inference, skip_solvent=False))
-    run = enhance_run(f"noise-{spectrum}", NOISE_SEED + 2 * k, h1, h2, vs, loaded, every_cube)
+    run = enhance_run(f"noise-{spectrum}", NOISE_SEED + 2 * k, h1, h2, vs, loaded, config.every_cube())
     if run.skipped:
         raise RuntimeError(f"noise case {k}: {run.skipped} cubes were skipped; the check must run every cube")
     return run

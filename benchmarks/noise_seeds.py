@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from deepemhancer_engine import metrics as M  # noqa: E402
 from deepemhancer_engine import pipeline  # noqa: E402
-from deepemhancer_engine.config import EnhanceConfig, InferenceConfig  # noqa: E402
+from deepemhancer_engine.config import EnhanceConfig  # noqa: E402
 from deepemhancer_engine.evaluate import NOISE_TEST_BEYOND  # noqa: E402
 
 SEED_BASE = 777_000
@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     t0 = time.time()
-    config = EnhanceConfig(inference=InferenceConfig(skip_solvent=False))  # pure noise: run every cube
+    config = EnhanceConfig().every_cube()  # pure noise: run every cube
     model = pipeline.load(config)
     vs = (args.voxel,) * 3
     rows = []

@@ -602,18 +602,18 @@ def targets(by: dict) -> list[str]:
     if d and leg:
         r = leg["wall_s"] / d["wall_s"]
         out.append(f"- 256^3 legacy / default wall {r:.1f}x (target >= 15x): {verdict(r >= 15)}")
-    big = by.get(("384^3 @ 1 A", "default"))
-    if big and big.get("vmhwm_mb"):
-        out.append(f"- 384^3 default peak RSS {big['vmhwm_mb']:.0f} MB (target <= 2048 MB): "
-                   f"{verdict(big['vmhwm_mb'] <= 2048)}")
+    def peak_rss(config: str, label: str, limit: int) -> None:
+        row = by.get(("384^3 @ 1 A", config))
+        if row and row.get("vmhwm_mb"):
+            out.append(f"- 384^3 {label} peak RSS {row['vmhwm_mb']:.0f} MB (target <= {limit} MB): "
+                       f"{verdict(row['vmhwm_mb'] <= limit)}")
+
+    peak_rss("default", "default", 2048)
     half, conf = by.get(("256^3 @ 1 A", "halves")), by.get(("256^3 @ 1 A", "confidence"))
     if half and conf:
         r = conf["wall_s"] / half["wall_s"]
         out.append(f"- 256^3 --confidence / the same half maps without it {r:.2f}x (target <= 3.2x): {verdict(r <= 3.2)}")
-    bigc = by.get(("384^3 @ 1 A", "confidence"))
-    if bigc and bigc.get("vmhwm_mb"):
-        out.append(f"- 384^3 --confidence peak RSS {bigc['vmhwm_mb']:.0f} MB (target <= 3072 MB): "
-                   f"{verdict(bigc['vmhwm_mb'] <= 3072)}")
+    peak_rss("confidence", "--confidence", 3072)
     return out if len(out) > 2 else []
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import InputError
@@ -210,3 +210,8 @@ class EnhanceConfig:
             raise InputError(
                 f"cleaning strength must be between 0 and 1, got {self.cleaning_strength!r}"
             )
+
+    def every_cube(self) -> EnhanceConfig:
+        """This configuration with solvent-cube skipping off, for pure-noise inputs (no molecule: skipping
+        would leave the network out and a noise check would pass by construction)."""
+        return replace(self, inference=replace(self.inference, skip_solvent=False))

@@ -687,9 +687,8 @@ class NetworkEnhancer:
         return enhance(volume, self.voxel_size, config=self.config, model=self.loaded, resolution=resolution)
 
     def without_skipping(self) -> NetworkEnhancer:
-        """This enhancer running every cube (``InferenceConfig.skip_solvent`` off; see :func:`every_cube`)."""
-        inference = dataclasses.replace(self.config.inference, skip_solvent=False)
-        return NetworkEnhancer(dataclasses.replace(self.config, inference=inference), self.voxel_size, self.loaded)
+        """This enhancer running every cube (``EnhanceConfig.every_cube``; see :func:`every_cube`)."""
+        return NetworkEnhancer(self.config.every_cube(), self.voxel_size, self.loaded)
 
     def matched_to(self, *volumes: np.ndarray) -> NetworkEnhancer:
         """This enhancer with its input normalisation fixed to the noise statistics ``volumes`` get (their mean

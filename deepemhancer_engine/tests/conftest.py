@@ -1,7 +1,8 @@
 """Shared fixtures of the engine tests.
 
 ``tiny_weights``: a seeded tiny UNet3D (filters 2/4/8, cube 32) saved with its model card in the test's
-``tmp_path``; returns the ``.pt`` path (load it with ``weights.load_model(ModelName.TIGHT, path)``).
+``tmp_path``; returns the ``.pt`` path (load it with ``weights.load_model(ModelName.TIGHT, path)``); ``tiny``:
+the same, made once per test module.
 Tests marked ``@pytest.mark.gpu`` are skipped when CUDA is not available. The per-user cache of null
 responses (``$DEEPEMHANCER_CACHE``) points into the session's temporary folder, never at ``~/.cache``.
 """
@@ -32,6 +33,12 @@ def _private_null_cache(tmp_path_factory: pytest.TempPathFactory):
 def tiny_weights(tmp_path: Path) -> Path:
     """Path of a tiny random network's ``.pt`` (with ``.json`` card beside it)."""
     return make_tiny_weights(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same tiny random network, made once per test module (for CLI runs that only need some weights)."""
+    return make_tiny_weights(tmp_path_factory.mktemp("weights"))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

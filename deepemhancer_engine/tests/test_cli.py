@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from deepemhancer_engine.cli import main
-from deepemhancer_engine.testing import make_tiny_weights
 
 
 def blob_map(shape, seed=0, noise=0.05):
@@ -39,11 +38,6 @@ def write_mrc(path: Path, data, voxel_size=1.3, origin=(12.5, -7.25, 30.0)) -> P
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return make_tiny_weights(tmp_path_factory.mktemp("weights"))
 
 
 @pytest.fixture(scope="module")

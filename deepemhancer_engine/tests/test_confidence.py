@@ -16,7 +16,6 @@ from scipy import ndimage
 from deepemhancer_engine.cli import main
 from deepemhancer_engine.confidence import confidence_map, read_header_summary, summary
 from deepemhancer_engine.io import read_map
-from deepemhancer_engine.testing import make_tiny_weights
 
 SHAPE = (44, 40, 36)  # [z, y, x]
 
@@ -39,11 +38,6 @@ def _write(path: Path, data, voxel_size=(1.3, 1.25, 1.2), origin=(12.5, -7.25, 3
         m.header.origin = origin
         m.header.nxstart, m.header.nystart, m.header.nzstart = 3, -2, 5
     return path
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return make_tiny_weights(tmp_path_factory.mktemp("weights"))
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,10 @@ from deepemhancer_engine.cli import main
 from deepemhancer_engine.evaluate import CURVE_AXIS_COLUMNS, RAW_HALVES, curve_column
 from deepemhancer_engine.io import read_map
 from deepemhancer_engine.metrics import fsc
-from deepemhancer_engine.tests import test_cli
 from deepemhancer_engine.tests.test_cli import blob_map, digest, write_mrc
 from deepemhancer_engine.weights import ModelCard
 
 SHAPE = (40, 36, 32)
-tiny = test_cli.tiny  # the module-scoped tiny-weights fixture
 
 
 @pytest.fixture(scope="module")
