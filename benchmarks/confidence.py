@@ -37,15 +37,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from quality import EVAL_SEED, SHARED, simulated_pairs  # noqa: E402
+
 from deepemhancer_engine.confidence import (  # noqa: E402
     BLOCK_EDGE,
     DEFAULT_PARAMS,
     ConfidenceParams,
-    blocks,
     calibration,
     confidence_map,
 )
-from quality import EVAL_SEED, SHARED, simulated_pairs  # noqa: E402
 
 log = logging.getLogger("confidence")
 TUNE_SEED = 20_000_000

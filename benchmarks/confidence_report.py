@@ -124,9 +124,9 @@ def make_figure(run, path: Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from confidence import DEFAULT_PARAMS
 
     from deepemhancer_engine.confidence import BLOCK_EDGE, block_cc, blocks, confidence_map
-    from confidence import DEFAULT_PARAMS
 
     conf = confidence_map(*run.halves, run.voxel, run.d_half, DEFAULT_PARAMS)
     edge = max(2, round(BLOCK_EDGE / run.voxel))

@@ -400,7 +400,8 @@ def run_config(m: dict, cfg: dict, path: str, made: dict, weights: Path, args, o
               if cfg["halves"] else ["-i", path])
     conf = str(Path(path).parent / f"conf_{m['size']}_{m['voxel']:g}.mrc")
     argv = [*inputs, "-o", outputs[label], "--weights", str(weights), "--device", args.device, "--force",
-            *(a.replace("{conf}", conf) for a in cfg["args"]), *(["-b", str(args.batch_size)] if args.batch_size else [])]
+            *(a.replace("{conf}", conf) for a in cfg["args"]),
+            *(["-b", str(args.batch_size)] if args.batch_size else [])]
     res, wall = child("--run", {"argv": argv, "amp": cfg["amp"], "root": cfg["root"]}, log_path)
     if res.get("rc"):
         raise RuntimeError(f"deepemhancer exited with {res['rc']} for {label} on {m['name']}; see {log_path}")
@@ -426,7 +427,8 @@ def add_comparisons(rows: list[dict], name: str, outputs: dict, map_path: str, l
         if row["map"] != name:
             continue
         label = row["config"]
-        if label not in ("legacy", "halves", "before-halves", "confidence") and "legacy" in outputs and "cc_mask" not in row:
+        compared = label not in ("legacy", "halves", "before-halves", "confidence")
+        if compared and "legacy" in outputs and "cc_mask" not in row:
             res = compare_child(outputs[label], outputs["legacy"], map_path, log_path)
             row.update({k: res[k] for k in ("cc_mask", "cc_all", "max_rel_diff")})
             print(f"[{name}] {label:13s} CC vs legacy inside the mask {row['cc_mask']:.4f}", flush=True)
@@ -612,7 +614,8 @@ def targets(by: dict) -> list[str]:
     half, conf = by.get(("256^3 @ 1 A", "halves")), by.get(("256^3 @ 1 A", "confidence"))
     if half and conf:
         r = conf["wall_s"] / half["wall_s"]
-        out.append(f"- 256^3 --confidence / the same half maps without it {r:.2f}x (target <= 3.2x): {verdict(r <= 3.2)}")
+        out.append(f"- 256^3 --confidence / the same half maps without it {r:.2f}x (target <= 3.2x): "
+                   f"{verdict(r <= 3.2)}")
     peak_rss("confidence", "--confidence", 3072)
     return out if len(out) > 2 else []
 

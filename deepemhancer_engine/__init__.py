@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from .version import __version__
 
-__all__ = ["__version__", "enhance", "enhance_file", "enhance_with_confidence", "confidence_map", "read_map", "write_map", "EnhanceConfig", "EvaluationResult"]
+__all__ = ["__version__", "enhance", "enhance_file", "enhance_with_confidence", "confidence_map", "read_map",
+           "write_map", "EnhanceConfig", "EvaluationResult"]
 
 _LAZY = {
     "enhance": "pipeline",
