@@ -115,7 +115,9 @@ def _columns(kind: str, ceiling: bool) -> list:
         cols.append(("intensity ratio enh / enh@d", lambda vals, hon: _cell(
             vals, ("enhanced", "enhanced_nominal"), "intensity_ratio", 2)))
     else:
-        cols.append(("enh. halves: max FSC gain", lambda vals, hon: _f(hon["max_fsc_gain_beyond_raw0.143"], 3)))
+        cols.append(("enh. halves: max FSC gain (in envelope)",
+                     lambda vals, hon: f"{_f(hon['max_fsc_gain_beyond_raw0.143'], 3)} "
+                                       f"({_f(hon.get('max_fsc_gain_in_envelope', float('nan')), 3)})"))
         cols.append(("in-band excess max (3/√n)", lambda vals, hon: (
             f"{_f(hon['inband_excess_max'], 3)} ({_f(hon['inband_chance_3sigma'], 3)})")))
     cols.append(("noise: max FSC", lambda vals, hon: _f(hon["noise_max_fsc_beyond_10A"], 3)))

@@ -74,6 +74,23 @@ class Lattice(str, enum.Enum):
         return self.value
 
 
+class ConditionMode(str, enum.Enum):
+    """What the network sees of the data beyond their resolution ``d`` (docs/design.md, "Conditioning").
+
+    LOWPASS: the input is low-passed at ``d`` (a raised cosine from ``1 / d`` to ``1.1 / d``) before the noise
+    is measured and the map normalised. FSCWEIGHT: the half-map FSC weighting ``sqrt(2 FSC / (1 + FSC))``,
+    then the same low-pass (half maps only; a single map gets LOWPASS). NONE: the data as they are.
+    Without a resolution (a single map, no ``--resolution``) nothing is filtered.
+    """
+
+    LOWPASS = "lowpass"
+    FSCWEIGHT = "fscweight"
+    NONE = "none"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 def parse_option(enum_cls: type[enum.Enum], value: object, what: str) -> enum.Enum:
     """Return the member of ``enum_cls`` named by ``value`` or raise a "did you mean" InputError."""
     if isinstance(value, enum_cls):
@@ -200,9 +217,15 @@ class EnhanceConfig:
     #: resolution when two half maps are given, no limit for a single map.
     resolution: float | None = None
     limit_resolution: bool = True  # False: keep everything the network returns (--no-resolution-limit)
+    #: What the network sees of the data beyond the resolution (:class:`ConditionMode`, ``--condition``).
+    condition: ConditionMode = ConditionMode.LOWPASS
+    #: Beyond the resolution limit, put the data back only inside the molecule's envelope (the solvent keeps
+    #: no speckle); False: over the whole box (``--no-solvent-envelope``).
+    solvent_envelope: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", parse_option(ModelName, self.model, "model"))
+        object.__setattr__(self, "condition", parse_option(ConditionMode, self.condition, "conditioning"))
         _positive("working voxel size", self.working_voxel_size)
         if self.resolution is not None:
             _positive("resolution (--resolution)", self.resolution)

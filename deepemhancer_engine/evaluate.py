@@ -90,11 +90,12 @@ METRIC_DIRECTION = {"fsc0.5_masked_A": -1, "fsc0.5_unmasked_A": -1, "fsc0.143_ma
                     "fsc0.143_unmasked_A": -1, "cc_mask": 1, "cc_box": 1, "solvent_rms_ratio": -1,
                     "intensity_ratio": 0}
 #: Rows of metrics.tsv with variant "honesty" (model-free checks; NaN / NA when not run). inband_*: the
-#: in-band excess over its bands (max, mean) and the largest 3 / sqrt(n) of its bands (with ``signal``).
+#: in-band excess over its bands (max, mean) and the largest 3 / sqrt(n) of its bands (with ``signal``);
+#: max_fsc_gain_in_envelope: the halves' gain over the raw halves inside the envelope the data come back in.
 HONESTY_KEYS = ("enhanced_halves_fsc0.143_A", "enhanced_halves_fsc0.5_A", "max_fsc_gain_beyond_raw0.143",
                 "noise_max_fsc_beyond_10A", "noise_chance_3sigma", "noise_output_rms_rel",
                 "raw_halves_fsc0.143_A", "raw_halves_fsc0.5_A",
-                "inband_excess_max", "inband_excess_mean", "inband_chance_3sigma")
+                "inband_excess_max", "inband_excess_mean", "inband_chance_3sigma", "max_fsc_gain_in_envelope")
 #: The first two columns of fsc_curves.tsv; one column per curve follows (:func:`curve_column`).
 CURVE_AXIS_COLUMNS = ("freq_1_per_A", "resolution_A")
 #: Curve names (with :func:`model_curve`'s "VARIANT vs model (masked|unmasked)"), in the order written.
@@ -442,8 +443,21 @@ def _independent_halves(half1, half2, vs, raw: M.FSCCurve, enhancer: Enhancer, r
     h["enhanced_halves_fsc0.143_A"] = ce.resolution(0.143)
     h["enhanced_halves_fsc0.5_A"] = ce.resolution(0.5)
     h["max_fsc_gain_beyond_raw0.143"] = M.max_fsc_gain(ce, raw, raw.resolution(0.143))
+    h["max_fsc_gain_in_envelope"] = M.max_fsc_gain(ce, _enveloped_raw(half1, half2, vs, raw, enhancer, limit),
+                                                   raw.resolution(0.143))
     result.timing_s["halves"] = time.perf_counter() - t0
     return e1, e2
+
+
+def _enveloped_raw(half1, half2, vs, raw: M.FSCCurve, enhancer: Enhancer, limit: float) -> M.FSCCurve:
+    """The raw halves' FSC inside the envelopes the enhancer puts the data beyond the limit back in (each half
+    times its own envelope); ``raw`` when it puts them back everywhere. Masking the solvent raises the FSC of
+    any two maps beyond the resolution (less noise, the same signal): the fair reference for enveloped halves."""
+    envelope = getattr(enhancer, "envelope", None)
+    found = [envelope(h, resolution=limit) for h in (half1, half2)] if envelope is not None else [None, None]
+    if any(e is None for e in found):
+        return raw
+    return M.fsc(half1 * found[0], half2 * found[1], vs)
 
 
 def _in_band(e1, e2, half1, half2, signal, vs, enhancer: Enhancer, result: EvaluationResult) -> None:
@@ -458,7 +472,7 @@ def _in_band(e1, e2, half1, half2, signal, vs, enhancer: Enhancer, result: Evalu
         result.notes.append(f"in-band check not run: resolution {high:.3g} A is not finer than {INBAND_LOW:g} A")
         return
     matched = getattr(enhancer, "matched_to", None)
-    truth_enhancer = matched(half1, half2) if matched is not None else enhancer
+    truth_enhancer = matched(half1, half2, resolution=result.resolution_used_A) if matched is not None else enhancer
     truth = _apply(truth_enhancer, np.asarray(signal, dtype=np.float32), result.resolution_used_A)
     try:
         found = in_band_excess(e1, e2, truth, vs, high=high, low=INBAND_LOW)
@@ -686,19 +700,28 @@ class NetworkEnhancer:
 
         return enhance(volume, self.voxel_size, config=self.config, model=self.loaded, resolution=resolution)
 
+    def envelope(self, volume: np.ndarray, resolution: float | None = None) -> np.ndarray | None:
+        """Where the enhancement of ``volume`` puts the data beyond ``resolution`` back
+        (:func:`pipeline.data_envelope`; None: everywhere)."""
+        from .pipeline import data_envelope
+
+        return data_envelope(volume, self.voxel_size, config=self.config, model=self.loaded, resolution=resolution)
+
     def without_skipping(self) -> NetworkEnhancer:
         """This enhancer running every cube (``EnhanceConfig.every_cube``; see :func:`every_cube`)."""
         return NetworkEnhancer(self.config.every_cube(), self.voxel_size, self.loaded)
 
-    def matched_to(self, *volumes: np.ndarray) -> NetworkEnhancer:
+    def matched_to(self, *volumes: np.ndarray, resolution: float | None = None) -> NetworkEnhancer:
         """This enhancer with its input normalisation fixed to the noise statistics ``volumes`` get (their mean
-        solvent-noise mean, rms std, measured on the network's grid as :func:`pipeline.enhance` does).
+        solvent-noise mean, rms std, measured on the network's grid as :func:`pipeline.enhance` does, after
+        the conditioning at ``resolution``: :func:`condition.condition`).
 
         Why: the in-band check enhances the noise-free signal; normalised by its own (near-zero) solvent noise it
         would enter the network tens of times larger than the halves do, and a nonlinear network would be tested
         at a level it never sees. With the halves' statistics the signal goes in exactly as it sits in them.
         Other normalisation modes (a mask) are returned unchanged.
         """
+        from .condition import condition
         from .config import NormMode
         from .fourier import as_xyz
         from .normalize import estimate_noise
@@ -707,8 +730,10 @@ class NetworkEnhancer:
 
         if self.config.normalization.mode is not NormMode.AUTO:
             return self
-        target = working_voxel_size(self.loaded, self.config)
-        stats = [estimate_noise(to_working_grid(v, as_xyz(self.voxel_size), target=target)[0]) for v in volumes]
+        target, vs = working_voxel_size(self.loaded, self.config), as_xyz(self.voxel_size)
+        limit = resolution if resolution is not None else self.config.resolution
+        stats = [estimate_noise(to_working_grid(condition(v, vs, self.config.condition, limit), vs, target=target)[0])
+                 for v in volumes]
         norm = dataclasses.replace(self.config.normalization, mode=NormMode.STATS,
                                    noise_mean=float(np.mean([m for m, _ in stats])),
                                    noise_std=float(np.sqrt(np.mean([sd * sd for _, sd in stats]))))

@@ -32,7 +32,7 @@ from .tiling import TileGrid, TileMerger, iter_batches, pad_to_tile, split_by_ma
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]
-Band = Optional[tuple[float, float, float]]
+Band = Optional[tuple[float, ...]]  # nullresponse.Band
 
 #: Cube starts are multiples of this where the stride allows (twice the U-Net's downsampling factor):
 #: the grid of the original's stride-16 cubes, so every cube of the default stride is one the original

@@ -303,3 +303,25 @@ def molecule_blocks(norm: npt.ArrayLike, target_std: float, margin: int) -> npt.
     log.debug("molecule envelope: level %.3g, block spread %.3g, %d of %d blocks with the margin", level,
               spread, int(np.count_nonzero(molecule)), molecule.size)
     return molecule
+
+
+#: The data-envelope of the resolution limit (docs/design.md, "Solvent speckle"): molecule blocks grown by
+#: this many voxels, then a Gaussian soft edge of this sigma (voxels).
+DATA_ENVELOPE_MARGIN = 4
+DATA_ENVELOPE_SIGMA = 2.0
+
+
+def molecule_envelope(norm: npt.ArrayLike, target_std: float, margin: int = DATA_ENVELOPE_MARGIN,
+                      sigma: float = DATA_ENVELOPE_SIGMA) -> npt.NDArray[np.float32] | None:
+    """A soft (0..1) voxel envelope of the molecule of a normalised map: :func:`molecule_blocks` grown by
+    ``margin`` voxels, back on the voxel grid, smoothed by a Gaussian of ``sigma`` voxels. None when the map
+    holds no molecule (pure noise)."""
+    norm = np.asarray(norm, dtype=np.float32)
+    blocks = molecule_blocks(norm, target_std, margin)
+    if not blocks.any():
+        return None
+    full = blocks.repeat(ENVELOPE_BIN, 0).repeat(ENVELOPE_BIN, 1).repeat(ENVELOPE_BIN, 2)
+    env = np.ascontiguousarray(full[tuple(slice(0, n) for n in norm.shape)], dtype=np.float32)
+    if sigma > 0:
+        env = ndimage.gaussian_filter(env, sigma, mode="nearest", output=np.float32)
+    return env

@@ -43,7 +43,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Band = Optional[tuple[float, float, float]]
+#: Per axis (z, y, x) the share of the Nyquist frequency the noise reaches, and optionally a fourth entry:
+#: the resolution (voxels) of the conditioning low-pass (:mod:`condition`).
+Band = Optional[tuple[float, ...]]
 _Out = TypeVar("_Out")
 
 #: Pure-noise cubes averaged for a null response: enough that the estimate's own noise, the same in
@@ -190,26 +192,33 @@ class NullStore:
 
 def _band_noise(rng: np.random.Generator, n: int, tile: int, band: Band, std: float) -> npt.NDArray[np.float32]:
     """``n`` cubes of Gaussian noise with standard deviation ``std``, white or (``band``) with nothing
-    beyond ``band[i]`` x Nyquist along axis i (z, y, x: what Fourier resampling to finer voxels leaves)."""
+    beyond ``band[i]`` x Nyquist along axis i (z, y, x: what Fourier resampling to finer voxels leaves) and,
+    with a fourth entry ``d`` (voxels), the conditioning low-pass at ``d`` (:func:`condition.response`)."""
     noise = rng.normal(0.0, 1.0, (n, tile, tile, tile))
     if band is not None:
         spec = np.fft.rfftn(noise, axes=(1, 2, 3))
-        for f, b in zip(axis_frequencies((tile,) * 3, 1.0), band):  # cycles per voxel; Nyquist = 0.5
+        freqs = axis_frequencies((tile,) * 3, 1.0)
+        for f, b in zip(freqs, band[:3]):  # cycles per voxel; Nyquist = 0.5
             spec *= (np.abs(f) <= 0.5 * b + 1e-9)[None]
+        if len(band) > 3:
+            from .condition import response
+
+            spec *= response(np.sqrt(sum(f * f for f in freqs)), band[3])[None]
         noise = np.fft.irfftn(spec, s=(tile, tile, tile), axes=(1, 2, 3))
     noise *= std / np.maximum(noise.std(axis=(1, 2, 3), keepdims=True), 1e-12)  # per cube: batch-independent
     return noise.astype(np.float32)
 
 
 def band_key(band: Optional[tuple[float, ...]]) -> Band:
-    """The band a response is measured and kept for: None (white) when it reaches Nyquist on every axis,
-    else rounded to 3 decimals so that nearly equal voxel sizes share a response.
+    """The band a response is measured and kept for: None (white) when it reaches Nyquist on every axis and
+    has no conditioning low-pass (a fourth entry, in voxels: :func:`condition.response`), else rounded to 3
+    decimals so that nearly equal voxel sizes (and resolutions) share a response.
 
     Example:
-        >>> band_key((1.0, 1.0, 1.2)), band_key((1.0, 0.52341, 0.5))
-        (None, (1.0, 0.523, 0.5))
+        >>> band_key((1.0, 1.0, 1.2)), band_key((1.0, 0.52341, 0.5)), band_key((1, 1, 1, 4.12345))
+        (None, (1.0, 0.523, 0.5), (1.0, 1.0, 1.0, 4.123))
     """
-    if band is None or min(band) >= 1:
+    if band is None or (min(band[:3]) >= 1 and len(band) == 3):
         return None
     return tuple(round(float(b), 3) for b in band)  # type: ignore[return-value]
 

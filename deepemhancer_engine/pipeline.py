@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import EnhanceConfig, ModelName, NormMode, TilingConfig
+from .config import ConditionMode, EnhanceConfig, ModelName, NormMode, TilingConfig
 from .errors import DeviceError, InputError
 from .fourier import as_xyz
 from .io import GridInfo, check_same_grid, memory_limit, read_map, write_map
@@ -110,16 +110,20 @@ def enhance(
     progress: Progress | None = None,
     timings: dict[str, float] | None = None,
     resolution: float | None = None,
+    fsc=None,
 ) -> np.ndarray:
     """Enhance one map (``[z, y, x]`` float32) and return a map of the same shape.
 
     ``voxel_size`` is in A (one number or ``(x, y, z)``). ``model`` is reused when given (load it once
     with :func:`load` to enhance several maps); otherwise the weights named by ``config`` are loaded.
     ``timings``, when given, receives the seconds spent per stage (resample, normalise, network, ...).
-    ``resolution`` (A; default ``config.resolution``): keep the network's output up to it and the input's
-    data beyond (:func:`postprocess.limit_resolution`); ignored with ``config.limit_resolution`` False.
+    ``resolution`` (A; default ``config.resolution``): the network sees the map conditioned at it
+    (``config.condition``, :func:`condition.condition`; ``fsc``: the half maps' FSC curve for FSC weighting)
+    and its output is kept up to it, the input's data beyond (:func:`postprocess.limit_resolution`, inside
+    the molecule's envelope with ``config.solvent_envelope``); the limit is off with ``config.limit_resolution``
+    False.
     """
-    from .normalize import denormalize, normalize
+    from .normalize import denormalize
     from .resample import from_working_grid
 
     config = config or EnhanceConfig()
@@ -131,21 +135,71 @@ def enhance(
     target_vs = working_voxel_size(model, config)
     check_working_grid(volume.shape, vs, target_vs)
     clock = _StageClock(timings)
-
-    work, rinfo, work_mask = _to_working_grid(volume, vs, mask, target_vs, clock)
-    with clock("normalise"):
-        norm, ninfo = normalize(work, config=config.normalization, mask=work_mask, in_place=True)  # work is ours
-        del work
-    log.info("Normalised (%s): noise mean %.4g, std %.4g -> mean 0, std %.3g", config.normalization.mode,
-             ninfo.mean, ninfo.std, config.normalization.target_std)
-    pred = _run_network(model, norm, config, vs, target_vs, work_mask, progress, clock)
+    limit = resolution if resolution is not None else config.resolution
+    norm, ninfo, rinfo, work_mask = _network_input(volume, vs, config, mask, target_vs, limit, fsc, clock)
+    envelope = _data_envelope(norm, config, limit, rinfo, clock)
+    pred = _run_network(model, norm, config, vs, target_vs, work_mask, progress, clock, limit)
     del norm
     with clock("resample_back"):
         pred = denormalize(pred, ninfo, config.normalization.target_std, in_place=True)
         out = from_working_grid(pred, rinfo)
         del pred
-    out = _postprocess(out, volume, vs, config, resolution, clock)
+    out = _postprocess(out, volume, vs, config, limit, clock, envelope)
     return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _network_input(volume: np.ndarray, vs: tuple[float, float, float], config: EnhanceConfig,
+                   mask: np.ndarray | None, target_vs: float, limit: float | None, fsc, clock: _StageClock):
+    """What the network sees: the map conditioned at ``limit`` (:func:`condition.condition`), on the working
+    grid, normalised: ``(normalised map, NormInfo, ResampleInfo, working-grid mask or None)``."""
+    from .condition import condition
+    from .normalize import normalize
+
+    with clock("condition"):
+        seen = condition(volume, vs, config.condition, limit, fsc)
+    work, rinfo, work_mask = _to_working_grid(seen, vs, mask, target_vs, clock)
+    del seen
+    with clock("normalise"):
+        norm, ninfo = normalize(work, config=config.normalization, mask=work_mask, in_place=True)  # work is ours
+        del work
+    log.info("Normalised (%s): noise mean %.4g, std %.4g -> mean 0, std %.3g", config.normalization.mode,
+             ninfo.mean, ninfo.std, config.normalization.target_std)
+    return norm, ninfo, rinfo, work_mask
+
+
+def data_envelope(volume: np.ndarray, voxel_size: float | Sequence[float], *, config: EnhanceConfig,
+                  model: LoadedModel, resolution: float | None = None, fsc=None,
+                  mask: np.ndarray | None = None) -> np.ndarray | None:
+    """The envelope (0..1, the map's grid) inside which :func:`enhance` with the same arguments puts the data
+    beyond the resolution back; None where it puts them back everywhere (no limit, no envelope, no molecule).
+    The network is not run (``evaluate`` compares the raw halves inside it)."""
+    vs = as_xyz(voxel_size)
+    volume = np.asarray(volume, dtype=np.float32)
+    limit = resolution if resolution is not None else config.resolution
+    if not (config.solvent_envelope and config.limit_resolution and limit is not None):
+        return None
+    clock = _StageClock(None)
+    norm, _, rinfo, _ = _network_input(volume, vs, config, mask, working_voxel_size(model, config), limit, fsc,
+                                       clock)
+    return _data_envelope(norm, config, limit, rinfo, clock)
+
+
+def _data_envelope(norm: np.ndarray, config: EnhanceConfig, limit: float | None, rinfo, clock: _StageClock
+                   ) -> np.ndarray | None:
+    """Where the resolution limit puts the data back (:func:`normalize.molecule_envelope` of the normalised
+    map, back on the input grid); None when the data come back everywhere."""
+    from .normalize import molecule_envelope
+    from .resample import from_working_grid
+
+    if not (config.solvent_envelope and config.limit_resolution and limit is not None):
+        return None
+    with clock("envelope"):
+        env = molecule_envelope(norm, config.normalization.target_std)
+        if env is None:
+            log.info("No molecule found: the data beyond the resolution come back over the whole box")
+            return None
+        env = from_working_grid(env, rinfo)
+        return np.clip(env, 0.0, 1.0, out=env)
 
 
 def _to_working_grid(volume: np.ndarray, vs: tuple[float, float, float], mask: np.ndarray | None,
@@ -166,14 +220,17 @@ def _to_working_grid(volume: np.ndarray, vs: tuple[float, float, float], mask: n
 
 def _run_network(model: LoadedModel, norm: np.ndarray, config: EnhanceConfig, vs: tuple[float, float, float],
                  target_vs: float, work_mask: np.ndarray | None, progress: Progress | None,
-                 clock: _StageClock) -> np.ndarray:
+                 clock: _StageClock, limit: float | None = None) -> np.ndarray:
     """The normalised map through the network in cubes (the model card's cube size), blended; with
     ``config.inference.skip_solvent`` the cubes outside the mask, or without one those with no molecule
-    near, are not run."""
+    near, are not run. The null response is measured on noise with the map's band: what resampling leaves,
+    and the conditioning low-pass at ``limit``."""
     tiling = scaled_tiling(config.tiling, _model_tile(model.card, config.tiling.tile))
     skip = config.inference.skip_solvent
     with clock("network"):
         band = tuple(min(1.0, target_vs / v) for v in (vs[2], vs[1], vs[0]))  # noise band after resampling
+        if limit is not None and config.condition is not ConditionMode.NONE:
+            band = (*band, float(limit) / target_vs)  # the conditioning low-pass, in working voxels
         pred = model.predict(norm, tiling, progress=progress, mask=work_mask if skip else None, null_band=band,
                              solvent_std=config.normalization.target_std if skip else None)
     log.info("Network and blending done in %.1f s", clock.last)
@@ -181,14 +238,14 @@ def _run_network(model: LoadedModel, norm: np.ndarray, config: EnhanceConfig, vs
 
 
 def _postprocess(out: np.ndarray, volume: np.ndarray, vs: tuple[float, float, float], config: EnhanceConfig,
-                 resolution: float | None, clock: _StageClock) -> np.ndarray:
-    """The resolution limit (the input's data beyond it) and the optional cleaning of small blobs."""
+                 limit: float | None, clock: _StageClock, envelope: np.ndarray | None = None) -> np.ndarray:
+    """The resolution limit (the input's data beyond it, inside ``envelope`` when given) and the optional
+    cleaning of small blobs."""
     from .postprocess import clean_small_blobs, limit_resolution
 
-    limit = resolution if resolution is not None else config.resolution
     if config.limit_resolution and limit is not None:
         with clock("limit"):
-            out, _ = limit_resolution(out, volume, vs, float(limit))
+            out, _ = limit_resolution(out, volume, vs, float(limit), envelope=envelope)
     elif config.limit_resolution:
         log.info("No resolution limit (a single map and no --resolution): the output keeps all the network adds")
     if config.cleaning_strength is not None and config.cleaning_strength > 0:
@@ -329,6 +386,7 @@ def enhance_with_confidence(
     params=None,
     keep_halves: bool = False,
     d_half: float | None = None,
+    fsc=None,
 ) -> ConfidenceResult:
     """Enhance the average of two half maps, as :func:`enhance` does, and each half on its own with the same
     model and settings; the two enhanced halves give the confidence map (:func:`confidence.confidence_map`).
@@ -336,7 +394,8 @@ def enhance_with_confidence(
     ``resolution`` (A): the limit of :func:`enhance` (default: ``config.resolution``, else the half-map
     FSC-0.143 when the limit is on). ``params``: :class:`confidence.ConfidenceParams` (default: the tuned ones).
     ``keep_halves``: return the enhanced halves too (to recompute the confidence with other parameters).
-    ``d_half``: the half maps' FSC-0.143 when the caller has it (computed otherwise).
+    ``d_half``: the half maps' FSC-0.143 when the caller has it (computed otherwise); ``fsc``: their FSC curve
+    (for ``config.condition`` FSC weighting; computed otherwise).
     """
     from .confidence import DEFAULT_PARAMS, describe, summary, timed_confidence
 
@@ -346,12 +405,15 @@ def enhance_with_confidence(
     half1, half2 = np.asarray(half1, dtype=np.float32), np.asarray(half2, dtype=np.float32)
     if half1.shape != half2.shape:
         raise InputError(f"half maps differ in shape: {half1.shape} and {half2.shape}")
+    if fsc is None and (d_half is None or config.condition is ConditionMode.FSCWEIGHT):
+        fsc = half_map_fsc(half1, half2, vs)
     if d_half is None:
-        d_half = half_map_resolution(half1, half2, vs)
+        d_half = fsc.resolution(0.143)
         log.info("Half-map FSC-0.143 (unmasked): %.3g A", d_half)
     if resolution is None:
         resolution = config.resolution if config.resolution is not None else d_half
-    run = dict(config=config, mask=mask, model=model, progress=progress, timings=timings, resolution=resolution)
+    run = dict(config=config, mask=mask, model=model, progress=progress, timings=timings, resolution=resolution,
+               fsc=fsc)
     average = np.add(half1, half2, dtype=np.float32)
     average *= 0.5
     enhanced = enhance(average, vs, **run)
@@ -412,14 +474,18 @@ def enhance_file(
     extra = dict(provenance) if isinstance(provenance, dict) else {}
     if conf_out is not None:
         found = enhance_with_confidence(volume, half2, grid.voxel_size, config=config, mask=mask, model=model,
-                                        progress=progress, timings=timings, d_half=d_half)
+                                        progress=progress, timings=timings, d_half=d_half, fsc=curve)
         if report is not None:
             report["confidence"] = found.summary
         result = found.enhanced
         extra["confidence"] = {"map": str(conf_out.resolve()), **found.summary}
     else:  # without the automatic limit, enhance() takes config.resolution
+        if half2 is None and curve is None and config.resolution is None:
+            from .condition import check_single_map
+
+            check_single_map(volume, grid.voxel_size)
         result = enhance(volume, grid.voxel_size, config=config, mask=mask, model=model, progress=progress,
-                         resolution=d_half if auto_limit else None, timings=timings)
+                         resolution=d_half if auto_limit else None, timings=timings, fsc=curve)
     timings["total"] = time.perf_counter() - t_start
     record = dict(config=config, inputs=inputs, output=out, grid=grid, model=model, d_half=d_half,
                   voxel_size_override=voxel_size, timings=timings)

@@ -89,6 +89,13 @@ def clean_small_blobs(array: npt.ArrayLike, strength: float | None) -> npt.NDArr
     return data
 
 
+def _envelope(envelope: npt.ArrayLike, shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
+    env = np.asarray(envelope, dtype=np.float32)
+    if env.shape != shape:
+        raise InputError(f"envelope {env.shape} and map {shape} differ in shape")
+    return env
+
+
 def limit_resolution(
     enhanced: npt.ArrayLike,
     original: npt.ArrayLike,
@@ -96,6 +103,7 @@ def limit_resolution(
     resolution: float,
     *,
     edge: float = LIMIT_EDGE,
+    envelope: npt.ArrayLike | None = None,
 ) -> tuple[npt.NDArray[np.float32], float]:
     """Keep the network's output up to ``resolution`` A and the input's own data beyond it.
 
@@ -106,6 +114,10 @@ def limit_resolution(
     ``(1 + DATA_FADE) / d`` and that floor beyond (the data beyond ``d`` are mostly noise: damped, not
     dropped). Beyond ``d`` the output is a fixed linear filter of the input, so the FSC between two
     outputs there equals the FSC between the two inputs: nothing is added that the data do not hold.
+
+    ``envelope`` (0..1, the map's shape; :func:`normalize.molecule_envelope`): the data beyond ``d`` come
+    back multiplied by it, i.e. only where there is molecule; the solvent keeps no speckle of the noise
+    beyond ``d``. None: over the whole box.
 
     Returns the map (float32) and ``c``; ``enhanced`` is returned unchanged (``c`` NaN) when no
     frequency of the box lies beyond ``(1 - edge) / d``.
@@ -137,10 +149,20 @@ def limit_resolution(
     keep = (1.0 - keep) * (np.float32(c) * damp).astype(np.float32)
     del damp
     f_in *= keep
-    f_enh += f_in
-    del f_in, keep
-    out = scipy.fft.irfftn(f_enh, s=enhanced.shape, workers=-1)
+    del keep
+    if envelope is None:
+        f_enh += f_in
+        del f_in
+        out = scipy.fft.irfftn(f_enh, s=enhanced.shape, workers=-1)
+    else:
+        out = scipy.fft.irfftn(f_enh, s=enhanced.shape, workers=-1)
+        del f_enh
+        data = scipy.fft.irfftn(f_in, s=enhanced.shape, workers=-1)
+        del f_in
+        data *= _envelope(envelope, enhanced.shape)
+        out += data
+        del data
     log.info("Resolution limit %.3g A: network output kept up to %.3g A, input data beyond (scaled by %.3g, "
-             "damped to %g x by %.3g A)", resolution, resolution / (1 - edge), c, DATA_FLOOR,
-             resolution / (1 + DATA_FADE))
+             "damped to %g x by %.3g A%s)", resolution, resolution / (1 - edge), c, DATA_FLOOR,
+             resolution / (1 + DATA_FADE), "" if envelope is None else ", inside the molecule's envelope")
     return np.ascontiguousarray(out, dtype=np.float32), c

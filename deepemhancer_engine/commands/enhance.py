@@ -64,6 +64,13 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                           "(default: the half-map FSC-0.143 with -i2; no limit for a single map)")
     adv.add_argument("--no-resolution-limit", dest="limit_resolution", action="store_false",
                      help="keep everything the network returns, also beyond the resolution of the data")
+    adv.add_argument("--condition", choices=("lowpass", "fscweight", "none"), default="lowpass",
+                     help="what the network sees beyond the resolution (--resolution or the half-map FSC-0.143): "
+                          "lowpass (default): the map low-passed there before the noise is measured; fscweight: "
+                          "weighted by the half-map FSC first; none: the data as they are")
+    adv.add_argument("--no-solvent-envelope", dest="solvent_envelope", action="store_false",
+                     help="beyond the resolution limit, put the data back over the whole box (default: only "
+                          "inside the molecule's envelope, so the solvent keeps no speckle)")
     adv.add_argument("--no-null-correction", dest="null_correction", action="store_false",
                      help="keep the network's response to pure noise (a faint fixed pattern tied to the cube "
                           "grid) instead of subtracting it")
@@ -109,6 +116,8 @@ def config_from_args(args: argparse.Namespace):
         cleaning_strength=args.cleaning,
         resolution=getattr(args, "resolution", None),
         limit_resolution=getattr(args, "limit_resolution", True),
+        condition=getattr(args, "condition", "lowpass"),
+        solvent_envelope=getattr(args, "solvent_envelope", True),
     )
 
 

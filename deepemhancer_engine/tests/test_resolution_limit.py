@@ -82,14 +82,19 @@ def test_half_maps_get_their_fsc_limit(tmp_path, tiny_weights, capfd):
     h1 = write_mrc(tmp_path / "h1.mrc", truth + rng.normal(0, 0.3, truth.shape).astype(np.float32))
     h2 = write_mrc(tmp_path / "h2.mrc", truth + rng.normal(0, 0.3, truth.shape).astype(np.float32))
     common = ["-i", str(h1), "-i2", str(h2), "--weights", str(tiny_weights)]
-    assert main(common + ["-o", str(tmp_path / "lim.mrc")]) == 0
+    assert main(common + ["-o", str(tmp_path / "auto.mrc")]) == 0
     log = capfd.readouterr().err
     assert "Half-map FSC-0.143" in log and "Resolution limit" in log
-    assert main(common + ["-o", str(tmp_path / "raw.mrc"), "--no-resolution-limit", "-q"]) == 0
+    d = M.fsc(mrcfile.read(h1), mrcfile.read(h2), 1.3).resolution(0.143)
+    # The data beyond d over the whole box (no envelope): below d the output is exactly the network's, which the
+    # run without the limit returns (the same d to the last digit: the conditioned map, and so the noise that
+    # pads it to a cube, must be the same).
+    common += ["--resolution", repr(d), "-q"]
+    assert main(common + ["-o", str(tmp_path / "lim.mrc"), "--no-solvent-envelope"]) == 0
+    assert main(common + ["-o", str(tmp_path / "raw.mrc"), "--no-resolution-limit"]) == 0
     with mrcfile.open(tmp_path / "lim.mrc") as a, mrcfile.open(tmp_path / "raw.mrc") as b:
         lim, raw = a.data.copy(), b.data.copy()
     assert lim.shape == raw.shape and not np.allclose(lim, raw)
-    d = M.fsc(mrcfile.read(h1), mrcfile.read(h2), 1.3).resolution(0.143)
     s = frequency_grid(lim.shape, (1.3,) * 3)
     low = s <= (1 - LIMIT_EDGE) / d - 1e-6
     fl, fr = scipy.fft.rfftn(lim.astype(np.float64)), scipy.fft.rfftn(raw.astype(np.float64))
