@@ -371,7 +371,9 @@ def _intro(meta: dict) -> list[str]:
         "Map-model numbers reward maps that look like the model beyond what the data support (the "
         "'metric trap'); the model-free checks must stay near 0: **enh. halves: max FSC gain** = max over "
         "frequencies beyond the raw half-map FSC-0.143 of (FSC of independently enhanced halves − FSC of raw "
-        "halves); **in-band excess** (below); **noise: max FSC** = max FSC beyond 10 Å between the outputs for two "
+        "halves; in brackets against the raw halves inside the envelopes the data beyond the limit come back in: "
+        "masking the solvent raises any FSC, so this is the like-for-like figure); **in-band excess** (below); "
+        "**noise: max FSC** = max FSC beyond 10 Å between the outputs for two "
         "independent white-noise inputs (evaluate's `--noise-test`, at the case's resolution limit); the noise "
         "grid (below) is the stricter test.", "", "![summary](summary.png)", ""]
 

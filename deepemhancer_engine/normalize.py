@@ -307,7 +307,7 @@ def molecule_blocks(norm: npt.ArrayLike, target_std: float, margin: int) -> npt.
 
 #: The data-envelope of the resolution limit (docs/design.md, "Solvent speckle"): molecule blocks grown by
 #: this many voxels, then a Gaussian soft edge of this sigma (voxels).
-DATA_ENVELOPE_MARGIN = 4
+DATA_ENVELOPE_MARGIN = 0
 DATA_ENVELOPE_SIGMA = 2.0
 
 

@@ -463,7 +463,7 @@ def enhance_file(
     conf_out = _check_confidence_output(confidence, [out, *sidecars], inputs, mask_path, force)
     auto_limit = config.limit_resolution and config.resolution is None
     volume, half2, grid, mask, curve = _read_for_enhance(inputs, mask_path, halves_apart=conf_out is not None,
-                                                         voxel_size=voxel_size)
+                                                         voxel_size=voxel_size, config=config)
     d_half = curve.resolution(0.143) if curve is not None else None
     log.info(
         "Input %s: %s voxels, %s A/voxel, origin %s", ", ".join(str(p) for p in inputs),
@@ -480,10 +480,6 @@ def enhance_file(
         result = found.enhanced
         extra["confidence"] = {"map": str(conf_out.resolve()), **found.summary}
     else:  # without the automatic limit, enhance() takes config.resolution
-        if half2 is None and curve is None and config.resolution is None:
-            from .condition import check_single_map
-
-            check_single_map(volume, grid.voxel_size)
         result = enhance(volume, grid.voxel_size, config=config, mask=mask, model=model, progress=progress,
                          resolution=d_half if auto_limit else None, timings=timings, fsc=curve)
     timings["total"] = time.perf_counter() - t_start
@@ -496,14 +492,19 @@ def enhance_file(
     return out
 
 
-def _read_for_enhance(inputs, mask_path, *, halves_apart: bool, voxel_size: float | None):
+def _read_for_enhance(inputs, mask_path, *, halves_apart: bool, voxel_size: float | None, config: EnhanceConfig):
     """``(map or average, half 2 or None, grid, mask, half-map FSC curve or None)``; ``voxel_size`` (``-s``)
     replaces the header's before anything is measured (the FSC's frequencies use it); ``halves_apart`` keeps
-    the two half maps (for the confidence map), otherwise they are averaged."""
+    the two half maps (for the confidence map), otherwise they are averaged. A single map without a resolution
+    is checked for a low-pass filter (:func:`condition.check_single_map`: a warning when it has none)."""
     volume, half2, grid = read_half_maps(inputs)
     grid = _override_voxel_size(grid, voxel_size)
     mask = _read_mask(mask_path, grid, inputs[0])
     if half2 is None:
+        if config.resolution is None and config.condition is not ConditionMode.NONE:
+            from .condition import check_single_map
+
+            check_single_map(volume, grid.voxel_size)
         return volume, None, grid, mask, None
     curve = half_map_fsc(volume, half2, grid.voxel_size)
     log.info("Half-map FSC-0.143 (unmasked): %.3g A", curve.resolution(0.143))

@@ -89,11 +89,28 @@ def clean_small_blobs(array: npt.ArrayLike, strength: float | None) -> npt.NDArr
     return data
 
 
-def _envelope(envelope: npt.ArrayLike, shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
-    env = np.asarray(envelope, dtype=np.float32)
-    if env.shape != shape:
-        raise InputError(f"envelope {env.shape} and map {shape} differ in shape")
-    return env
+def _check_limit(enhanced: np.ndarray, original: np.ndarray, resolution: float, edge: float, envelope) -> None:
+    if not (resolution > 0 and math.isfinite(resolution)):
+        raise InputError(f"resolution limit must be a positive number of A, got {resolution!r}")
+    if not 0 < edge < 1:
+        raise InputError(f"resolution-limit edge must be between 0 and 1, got {edge!r}")
+    if enhanced.shape != original.shape:
+        raise InputError(f"enhanced map {enhanced.shape} and input {original.shape} differ in shape")
+    if envelope is not None and np.shape(envelope) != enhanced.shape:
+        raise InputError(f"envelope {np.shape(envelope)} and map {enhanced.shape} differ in shape")
+
+
+def _combine(f_enh: np.ndarray, f_data: np.ndarray, shape: tuple[int, ...], envelope: npt.ArrayLike | None
+             ) -> np.ndarray:
+    """The map of ``f_enh + f_data``, or with an envelope ``F^-1 f_enh + envelope F^-1 f_data`` (consumes both)."""
+    if envelope is None:
+        f_enh += f_data
+        return scipy.fft.irfftn(f_enh, s=shape, workers=-1)
+    out = scipy.fft.irfftn(f_enh, s=shape, workers=-1)
+    data = scipy.fft.irfftn(f_data, s=shape, workers=-1)
+    data *= np.asarray(envelope, dtype=data.dtype)
+    out += data
+    return out
 
 
 def limit_resolution(
@@ -122,14 +139,9 @@ def limit_resolution(
     Returns the map (float32) and ``c``; ``enhanced`` is returned unchanged (``c`` NaN) when no
     frequency of the box lies beyond ``(1 - edge) / d``.
     """
-    if not (resolution > 0 and math.isfinite(resolution)):
-        raise InputError(f"resolution limit must be a positive number of A, got {resolution!r}")
-    if not 0 < edge < 1:
-        raise InputError(f"resolution-limit edge must be between 0 and 1, got {edge!r}")
     enhanced = np.asarray(enhanced, dtype=np.float32)
     original = np.asarray(original, dtype=np.float32)
-    if enhanced.shape != original.shape:
-        raise InputError(f"enhanced map {enhanced.shape} and input {original.shape} differ in shape")
+    _check_limit(enhanced, original, resolution, edge, envelope)
     s = frequency_grid(enhanced.shape, voxel_size, np.float32)
     f_cut = 1.0 / resolution
     if f_cut * (1 - edge) >= float(s.max()):
@@ -150,18 +162,7 @@ def limit_resolution(
     del damp
     f_in *= keep
     del keep
-    if envelope is None:
-        f_enh += f_in
-        del f_in
-        out = scipy.fft.irfftn(f_enh, s=enhanced.shape, workers=-1)
-    else:
-        out = scipy.fft.irfftn(f_enh, s=enhanced.shape, workers=-1)
-        del f_enh
-        data = scipy.fft.irfftn(f_in, s=enhanced.shape, workers=-1)
-        del f_in
-        data *= _envelope(envelope, enhanced.shape)
-        out += data
-        del data
+    out = _combine(f_enh, f_in, enhanced.shape, envelope)
     log.info("Resolution limit %.3g A: network output kept up to %.3g A, input data beyond (scaled by %.3g, "
              "damped to %g x by %.3g A%s)", resolution, resolution / (1 - edge), c, DATA_FLOOR,
              resolution / (1 + DATA_FADE), "" if envelope is None else ", inside the molecule's envelope")

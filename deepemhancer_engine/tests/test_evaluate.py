@@ -97,6 +97,33 @@ def test_identity_enhancer_passes_the_honesty_checks(case, tmp_path):
     assert ["honesty", "max_fsc_gain_beyond_raw0.143", "0"] in rows
 
 
+class _Masking:
+    """Multiplies its input by a fixed envelope (what the solvent envelope does to the data beyond d)."""
+
+    takes_resolution = True
+
+    def __init__(self, env):
+        self.env = env
+
+    def __call__(self, volume, resolution=None):
+        return volume * self.env
+
+    def envelope(self, volume, resolution=None):
+        return self.env
+
+
+def test_masking_gains_fsc_only_against_the_unmasked_halves(case):
+    h1, h2 = case["halves"]
+    env = np.zeros(h1.shape, np.float32)
+    c = [n // 2 for n in h1.shape]
+    env[c[0] - 8:c[0] + 8, c[1] - 8:c[1] + 8, c[2] - 8:c[2] + 8] = 1.0
+    res = evaluate(h1, h2, case["grid"], enhancer=_Masking(env), model=case["pdb"])
+    assert res.honesty["max_fsc_gain_beyond_raw0.143"] > 0.05  # less noise, same signal: a higher FSC
+    assert res.honesty["max_fsc_gain_in_envelope"] == pytest.approx(0.0, abs=1e-6)
+    plain = evaluate(h1, h2, case["grid"], enhancer=lambda v: v.copy(), model=case["pdb"])
+    assert plain.honesty["max_fsc_gain_in_envelope"] == pytest.approx(0.0, abs=1e-6)  # no envelope: raw halves
+
+
 def test_a_hallucinating_enhancer_is_caught(case):
     h1, h2 = case["halves"]
     clean = case["clean"]
