@@ -450,14 +450,18 @@ def _independent_halves(half1, half2, vs, raw: M.FSCCurve, enhancer: Enhancer, r
 
 
 def _enveloped_raw(half1, half2, vs, raw: M.FSCCurve, enhancer: Enhancer, limit: float) -> M.FSCCurve:
-    """The raw halves' FSC inside the envelopes the enhancer puts the data beyond the limit back in (each half
-    times its own envelope); ``raw`` when it puts them back everywhere. Masking the solvent raises the FSC of
-    any two maps beyond the resolution (less noise, the same signal): the fair reference for enveloped halves."""
+    """The FSC of the raw halves put through the resolution limit the way the enhancer's output is, inside the
+    envelope the enhancer finds for each (:func:`postprocess.limit_resolution` with each half as its own
+    "enhanced" map); ``raw`` when it puts the data back everywhere. Masking the solvent raises the FSC of any
+    two maps beyond the resolution (less noise, the same signal): this is the like-for-like reference."""
+    from .postprocess import limit_resolution
+
     envelope = getattr(enhancer, "envelope", None)
     found = [envelope(h, resolution=limit) for h in (half1, half2)] if envelope is not None else [None, None]
     if any(e is None for e in found):
         return raw
-    return M.fsc(half1 * found[0], half2 * found[1], vs)
+    a, b = (limit_resolution(h, h, vs, limit, envelope=e)[0] for h, e in zip((half1, half2), found))
+    return M.fsc(a, b, vs)
 
 
 def _in_band(e1, e2, half1, half2, signal, vs, enhancer: Enhancer, result: EvaluationResult) -> None:
