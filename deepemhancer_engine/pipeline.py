@@ -463,13 +463,13 @@ def enhance_file(
     conf_out = _check_confidence_output(confidence, [out, *sidecars], inputs, mask_path, force)
     auto_limit = config.limit_resolution and config.resolution is None
     volume, half2, grid, mask, curve = _read_for_enhance(inputs, mask_path, halves_apart=conf_out is not None,
-                                                         voxel_size=voxel_size, config=config)
+                                                         voxel_size=voxel_size)
     d_half = curve.resolution(0.143) if curve is not None else None
     log.info(
         "Input %s: %s voxels, %s A/voxel, origin %s", ", ".join(str(p) for p in inputs),
         _fmt_shape(grid.shape), _fmt_vs(grid.voxel_size), tuple(round(o, 3) for o in grid.origin),
     )
-    model = model() if callable(model) else (model or load(config))
+    model = _loaded(model, config, volume, grid, single=curve is None)
     timings: dict[str, float] = {}
     extra = dict(provenance) if isinstance(provenance, dict) else {}
     if conf_out is not None:
@@ -492,19 +492,27 @@ def enhance_file(
     return out
 
 
-def _read_for_enhance(inputs, mask_path, *, halves_apart: bool, voxel_size: float | None, config: EnhanceConfig):
+def _loaded(model, config: EnhanceConfig, volume: np.ndarray, grid: GridInfo, *, single: bool) -> LoadedModel:
+    """The model (loaded now when ``model`` is a function or None). For a single map without a resolution,
+    once nothing else can refuse the input, :func:`condition.check_single_map` (a warning when it looks
+    unfiltered: the network then sees the noise beyond its resolution)."""
+    model = model() if callable(model) else (model or load(config))
+    if single and config.resolution is None and config.condition is not ConditionMode.NONE:
+        from .condition import check_single_map
+
+        check_working_grid(volume.shape, grid.voxel_size, working_voxel_size(model, config))
+        check_single_map(volume, grid.voxel_size)
+    return model
+
+
+def _read_for_enhance(inputs, mask_path, *, halves_apart: bool, voxel_size: float | None):
     """``(map or average, half 2 or None, grid, mask, half-map FSC curve or None)``; ``voxel_size`` (``-s``)
     replaces the header's before anything is measured (the FSC's frequencies use it); ``halves_apart`` keeps
-    the two half maps (for the confidence map), otherwise they are averaged. A single map without a resolution
-    is checked for a low-pass filter (:func:`condition.check_single_map`: a warning when it has none)."""
+    the two half maps (for the confidence map), otherwise they are averaged."""
     volume, half2, grid = read_half_maps(inputs)
     grid = _override_voxel_size(grid, voxel_size)
     mask = _read_mask(mask_path, grid, inputs[0])
     if half2 is None:
-        if config.resolution is None and config.condition is not ConditionMode.NONE:
-            from .condition import check_single_map
-
-            check_single_map(volume, grid.voxel_size)
         return volume, None, grid, mask, None
     curve = half_map_fsc(volume, half2, grid.voxel_size)
     log.info("Half-map FSC-0.143 (unmasked): %.3g A", curve.resolution(0.143))

@@ -13,10 +13,11 @@ import pytest
 
 pytest.importorskip("gemmi")
 
-from deepemhancer_engine.errors import InputError  # noqa: E402
+from deepemhancer_engine.errors import InputError
 from deepemhancer_engine.evaluate import evaluate  # noqa: E402
 from deepemhancer_engine.io import GridInfo, read_map, write_map  # noqa: E402
 from deepemhancer_engine.modelmap import model_map, model_mask, read_model  # noqa: E402
+from deepemhancer_engine.postprocess import limit_resolution  # noqa: E402
 
 ORIGIN = (101.5, -40.0, 12.25)  # deliberately non-zero, like cropped deposited maps
 SHAPE = (36, 34, 32)
@@ -98,15 +99,16 @@ def test_identity_enhancer_passes_the_honesty_checks(case, tmp_path):
 
 
 class _Masking:
-    """Multiplies its input by a fixed envelope (what the solvent envelope does to the data beyond d)."""
+    """The resolution limit with the input as its own "enhanced" map and the data beyond the limit only inside a
+    fixed envelope (what the pipeline does beyond d, the network left out)."""
 
     takes_resolution = True
 
-    def __init__(self, env):
-        self.env = env
+    def __init__(self, env, voxel_size):
+        self.env, self.voxel_size = env, voxel_size
 
     def __call__(self, volume, resolution=None):
-        return volume * self.env
+        return limit_resolution(volume, volume, self.voxel_size, resolution, envelope=self.env)[0]
 
     def envelope(self, volume, resolution=None):
         return self.env
@@ -117,7 +119,7 @@ def test_masking_gains_fsc_only_against_the_unmasked_halves(case):
     env = np.zeros(h1.shape, np.float32)
     c = [n // 2 for n in h1.shape]
     env[c[0] - 8:c[0] + 8, c[1] - 8:c[1] + 8, c[2] - 8:c[2] + 8] = 1.0
-    res = evaluate(h1, h2, case["grid"], enhancer=_Masking(env), model=case["pdb"])
+    res = evaluate(h1, h2, case["grid"], enhancer=_Masking(env, case["grid"].voxel_size), model=case["pdb"])
     assert res.honesty["max_fsc_gain_beyond_raw0.143"] > 0.05  # less noise, same signal: a higher FSC
     assert res.honesty["max_fsc_gain_in_envelope"] == pytest.approx(0.0, abs=1e-6)
     plain = evaluate(h1, h2, case["grid"], enhancer=lambda v: v.copy(), model=case["pdb"])
