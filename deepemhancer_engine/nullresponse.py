@@ -211,16 +211,17 @@ def _band_noise(rng: np.random.Generator, n: int, tile: int, band: Band, std: fl
 
 def band_key(band: Optional[tuple[float, ...]]) -> Band:
     """The band a response is measured and kept for: None (white) when it reaches Nyquist on every axis and
-    has no conditioning low-pass (a fourth entry, in voxels: :func:`condition.response`), else rounded to 3
-    decimals so that nearly equal voxel sizes (and resolutions) share a response.
+    has no conditioning low-pass (a fourth entry, in voxels: :func:`condition.response`), else the axes
+    rounded to 3 decimals so that nearly equal voxel sizes share a response, and the low-pass to 0.1 voxel so
+    that maps of nearly the same resolution do (each new one costs :data:`NULL_CUBES` cubes once).
 
     Example:
         >>> band_key((1.0, 1.0, 1.2)), band_key((1.0, 0.52341, 0.5)), band_key((1, 1, 1, 4.12345))
-        (None, (1.0, 0.523, 0.5), (1.0, 1.0, 1.0, 4.123))
+        (None, (1.0, 0.523, 0.5), (1.0, 1.0, 1.0, 4.1))
     """
     if band is None or (min(band[:3]) >= 1 and len(band) == 3):
         return None
-    return tuple(round(float(b), 3) for b in band)  # type: ignore[return-value]
+    return tuple(round(float(b), 3 if i < 3 else 1) for i, b in enumerate(band))  # type: ignore[return-value]
 
 
 def subtract(outputs: _Out, response: object) -> _Out:
