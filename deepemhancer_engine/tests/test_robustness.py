@@ -21,6 +21,7 @@ import robustness_gen as gen  # noqa: E402
 
 from deepemhancer_engine import metrics as M  # noqa: E402
 from deepemhancer_engine.modelmap import model_mask, read_model  # noqa: E402
+from deepemhancer_engine.tests.test_evaluate import _write_pdb  # noqa: E402
 
 SHAPE = (48, 48, 48)
 
@@ -60,20 +61,6 @@ def test_noise_is_unit_std_and_differs_from_the_training_simulator_colour():
     assert noise.dtype == np.float32 and abs(float(noise.std()) - 1) < 1e-5 and abs(float(noise.mean())) < 1e-6
     with pytest.raises(ValueError, match="unknown noise colour"):
         gen.Setting(noise="falling")
-
-
-def _write_pdb(path: Path, n: int = 300, seed: int = 0) -> Path:
-    """A compact random-walk chain of C/N/O atoms around (10, -20, 30) A."""
-    rng = np.random.default_rng(seed)
-    centre = np.array([10.0, -20.0, 30.0])
-    pos = [centre]
-    for _ in range(n - 1):
-        step = rng.normal(size=3)
-        pos.append(centre + np.clip(pos[-1] + 1.5 * step / np.linalg.norm(step) - centre, -9, 9))
-    lines = [f"ATOM  {i + 1:5d}  {'CNO'[i % 3]:<3s} ALA A{i // 5 + 1:4d}    {x:8.3f}{y:8.3f}{z:8.3f}  1.00 20.00"
-             f"           {'CNO'[i % 3]}" for i, (x, y, z) in enumerate(pos)]
-    path.write_text("\n".join(lines) + "\nEND\n")
-    return path
 
 
 @pytest.fixture(scope="module")
