@@ -174,7 +174,7 @@ def run_case(path: Path, k: int, cell: Cell, config, loaded, workdir: Path) -> d
     return {"structure": path.name.split("__")[0], "cell": cell.name, "setting": cell.setting.key(),
             "seed": SEED0 + 10 * k, "shape": list(pair.grid.shape), "target_resolution_A": cell.setting.resolution,
             "half_fsc0.143_A": d_half, "half_fsc_at_10A": float(np.interp(0.1, sharp.fsc.freq, sharp.fsc.fsc)),
-            "bfactor_fit_A2": sharp.bfactor,
+            "noise_to_signal_std": pair.noise_std / float(pair.signal.std()), "bfactor_fit_A2": sharp.bfactor,
             "scores": {v: {m: scores[v][m] for m in SCORED} for v in VARIANTS},
             "seconds": {"enhance": t_enh, "total": time.perf_counter() - t0}}
 

@@ -93,6 +93,7 @@ class Pair:
     grid: GridInfo
     structure: object  # gemmi.Structure
     signal: np.ndarray  # noise-free, blurred, before mask / scale / offset
+    noise_std: float  # real-space standard deviation of each half's noise, before mask / scale / offset
 
 
 def noise_power(colour: str, s: np.ndarray, resolution: float) -> np.ndarray:
@@ -164,4 +165,4 @@ def make_pair(model: str | Path, setting: Setting, seed: int) -> Pair:
         halves = [h * mask for h in halves]
     offset = setting.offset_sd * setting.scale * float(halves[0].std())
     half1, half2 = ((h * setting.scale + offset).astype(np.float32) for h in halves)
-    return Pair(half1, half2, grid, st, signal)
+    return Pair(half1, half2, grid, st, signal, k)

@@ -31,6 +31,7 @@ def cell_summary(records: list[dict]) -> dict:
                                     for r in records)
     out["d_half"] = float(np.median([r["half_fsc0.143_A"] for r in records]))
     out["fsc10"] = float(np.median([r["half_fsc_at_10A"] for r in records]))
+    out["noise_signal"] = float(np.median([r["noise_to_signal_std"] for r in records]))
     out["passed"] = bool(out["gain_cc_mask"] >= -CC_MASK_TOLERANCE and out["gain_cc_box"] > 0)
     return out
 
@@ -41,13 +42,13 @@ def _f(v: float, digits: int = 3, sign: bool = False) -> str:
     return f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
 
 
-COLUMNS = ("factor", "value", "n", "d (A)", "FSC 10 A", "CC_mask avg", "sharp", "enh", "enh - sharp", "worst case",
-           "CC_box avg", "sharp", "enh", "enh - sharp", "acceptance")
+COLUMNS = ("factor", "value", "n", "d (A)", "FSC 10 A", "N/S", "CC_mask avg", "sharp", "enh", "enh - sharp",
+           "worst case", "CC_box avg", "sharp", "enh", "enh - sharp", "acceptance")
 
 
 def _row(s: dict) -> list[str]:
     """A cell's numbers in the order of :data:`COLUMNS` (after factor and value)."""
-    return [str(s["n"]), f"{s['d_half']:.2f}", f"{s['fsc10']:.2f}",
+    return [str(s["n"]), f"{s['d_half']:.2f}", f"{s['fsc10']:.2f}", f"{s['noise_signal']:.2f}",
             *(_f(s[f"{v}_cc_mask"]) for v in VARIANTS), _f(s["gain_cc_mask"], sign=True),
             _f(s["worst_gain_cc_mask"], sign=True), *(_f(s[f"{v}_cc_box"]) for v in VARIANTS),
             _f(s["gain_cc_box"], sign=True), "pass" if s["passed"] else "**FAIL**"]
@@ -112,7 +113,8 @@ def write_report(outdir: Path, cells, records: list[dict], finger: dict, seconds
         f"(atoms + {MASK_RADIUS} A, {MASK_EDGE} A edge), then scale and offset (in standard deviations). "
         f"Typical setting: `{typical.key()}`; each factor changes alone. Per cell: medians over the structures of "
         "CC_mask and CC_box against the model map low-passed at the half-map FSC-0.143 (`d`, median; `FSC 10 A`: "
-        "the half maps' FSC at 10 A, median), for the "
+        "the half maps' FSC at 10 A; `N/S`: the real-space std of one half's noise over the signal's, before mask "
+        "and scale; medians), for the "
         "average, RELION-style sharpening (`metrics.auto_sharpen`) and the enhanced map (`enhance_file` on the "
         "two half maps). `enh - sharp` is the difference of the medians; `worst case` the lowest per-structure "
         "CC_mask difference.", "",
