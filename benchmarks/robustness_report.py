@@ -75,7 +75,7 @@ def heat_map(cells, summaries: dict, path: Path) -> Path:
     rows = [c for c in cells if summaries[c.name].get("n")]
     gains = np.array([[summaries[c.name][f"gain_{m}"] for m, _ in METRICS] for c in rows])
     lim = max(0.05, float(np.nanmax(np.abs(gains)))) if gains.size else 1.0
-    fig, ax = plt.subplots(figsize=(4.6, 0.34 * len(rows) + 1.4))
+    fig, ax = plt.subplots(figsize=(5.4, 0.34 * len(rows) + 1.4))
     im = ax.imshow(gains, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
     for (i, j), v in np.ndenumerate(gains):
         ax.text(j, i, f"{v:+.3f}", ha="center", va="center", fontsize=8,
@@ -91,6 +91,17 @@ def heat_map(cells, summaries: dict, path: Path) -> Path:
     return path
 
 
+def _failures(cells, summaries: dict, failed: list[str]) -> str:
+    """The sentence naming the failing cells, counted as rows and as distinct settings (the typical setting
+    is a row under every factor)."""
+    run = [c for c in cells if summaries[c.name].get("n")]
+    settings = {c.setting.key() for c in run}
+    bad = {c.setting.key() for c in run if c.name in failed}
+    text = (f"**Cells failing the acceptance: {len(bad)} of {len(settings)} distinct settings ({len(failed)} of "
+            f"{len(run)} rows)**")
+    return text + (f": {', '.join(failed)}." if failed else ".")
+
+
 def write_report(outdir: Path, cells, records: list[dict], finger: dict, seconds: float, typical) -> Path:
     """Write ``robustness.md`` and ``robustness.png`` into ``outdir`` (``typical``: the sweep's central Setting)."""
     from robustness_gen import MASK_EDGE, MASK_RADIUS, PIXELS_PER_RESOLUTION, TARGET_RESOLUTION
@@ -98,14 +109,15 @@ def write_report(outdir: Path, cells, records: list[dict], finger: dict, seconds
     summaries = {c.name: cell_summary([r for r in records if r["cell"] == c.name]) for c in cells}
     png = heat_map(cells, summaries, outdir / "robustness.png")
     failed = [c.name for c in cells if summaries[c.name].get("n") and not summaries[c.name]["passed"]]
-    n_cases = len({(r["structure"], r["setting"]) for r in records})
+    distinct = {(r["structure"], r["setting"]): r for r in records}
+    n_cases, case_seconds = len(distinct), sum(r["seconds"]["total"] for r in distinct.values())
     structures = sorted({r["structure"] for r in records})
     lines = [
         "# Robustness sweep (issue 21, item 5)", "",
         f"Made by `benchmarks/robustness.py` on {datetime.date.today().isoformat()}: {n_cases} distinct cases "
-        f"({len(structures)} held-out structures: {', '.join(structures)}), {seconds / 60:.0f} min for this run "
-        f"(cached cases not counted) on {os.cpu_count()} CPU cores. Engine {finger['engine']}, weights "
-        f"{finger['weights']} (SHA-256 {finger['sha256'][:12]}), configuration changes: "
+        f"({len(structures)} held-out structures: {', '.join(structures)}), {case_seconds / 60:.0f} min in all (sum "
+        f"of the cases' times; this run {seconds / 60:.0f} min) on {os.cpu_count()} CPU cores. Engine "
+        f"{finger['engine']}, weights {finger['weights']} (SHA-256 {finger['sha256'][:12]}), configuration changes: "
         f"{finger['set'] or 'none (the default)'}.", "",
         "Half maps from `benchmarks/robustness_gen.py` (not the training simulator, not `noisegen`): model map "
         "blurred by B, independent coloured noise per half set for a half-map FSC of 0.143 at "
@@ -120,8 +132,7 @@ def write_report(outdir: Path, cells, records: list[dict], finger: dict, seconds
         "CC_mask difference.", "",
         f"Acceptance (issue 21, per cell): enh - sharp >= -{CC_MASK_TOLERANCE} on CC_mask and > 0 on CC_box.", "",
         *table(cells, summaries, typical.key()), "",
-        f"**Cells failing the acceptance: {len(failed)} of {sum(1 for c in cells if summaries[c.name].get('n'))}**"
-        + (f": {', '.join(failed)}." if failed else "."), "",
+        _failures(cells, summaries, failed), "",
         f"![enhanced minus sharpened per cell]({png.name})", "",
     ]
     path = outdir / "robustness.md"

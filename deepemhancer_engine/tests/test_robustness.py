@@ -56,7 +56,7 @@ def test_relion_rolls_off_beyond_the_resolution_and_the_bump_stands_out():
     assert power[at] > 2.0 * max(power[at - 4], power[at + 4])
 
 
-def test_noise_is_unit_std_and_differs_from_the_training_simulator_colour():
+def test_noise_is_zero_mean_unit_std_and_colour_names_are_checked():
     noise = gen.coloured_noise(SHAPE, (1.0,) * 3, "rise_k2", np.random.default_rng(3), 4.5)
     assert noise.dtype == np.float32 and abs(float(noise.std()) - 1) < 1e-5 and abs(float(noise.mean())) < 1e-6
     with pytest.raises(ValueError, match="unknown noise colour"):
