@@ -14,6 +14,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 if not (BENCH / "robustness_gen.py").exists():
     pytest.skip("benchmarks/ is not beside the engine", allow_module_level=True)
+pytest.importorskip("gemmi")  # the model maps (train extra)
 sys.path.insert(0, str(BENCH))
 
 import robustness  # noqa: E402
@@ -104,6 +105,7 @@ def test_cells_one_factor_at_a_time():
 
 
 def test_quick_sweep_end_to_end_and_resumes(pdb, tiny, tmp_path):
+    pytest.importorskip("matplotlib")  # the heat map (plots extra)
     (pdb.parent / "split_eval.txt").write_text(pdb.name + "\n")
     out = tmp_path / "out"
     argv = ["--quick", "--weights", str(tiny), "--structures", str(pdb.parent), "--outdir", str(out),
