@@ -142,11 +142,20 @@ def _replace_path(obj, path: list[str], value):
 
 
 def fingerprint(config, loaded, changes: dict) -> dict:
-    """What the cached results depend on besides the case: engine version, weights, configuration."""
+    """What the cached results depend on besides the case: engine version and source (any change of the engine's
+    code, tests aside, runs every case again), weights, configuration."""
+    import hashlib
+
+    import deepemhancer_engine
     from deepemhancer_engine.version import __version__
 
-    return {"engine": __version__, "weights": str(getattr(loaded.card, "name", "?")),
-            "sha256": str(getattr(loaded.card, "sha256", "?")), "set": changes, "config": repr(config)}
+    package = Path(deepemhancer_engine.__file__).parent
+    code = hashlib.sha256()
+    for f in sorted(p for p in package.rglob("*.py") if "tests" not in p.parts):
+        code.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes())
+    return {"engine": __version__, "code_sha256": code.hexdigest()[:16],
+            "weights": str(getattr(loaded.card, "name", "?")), "sha256": str(getattr(loaded.card, "sha256", "?")),
+            "set": changes, "config": repr(config)}
 
 
 def run_case(path: Path, k: int, cell: Cell, config, loaded, workdir: Path) -> dict:
