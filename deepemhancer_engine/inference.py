@@ -23,11 +23,11 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from .config import Lattice, TilingConfig
+from .config import BlendMode, Lattice, TilingConfig
 from .errors import DeviceError, InputError
 from .nullresponse import NullCorrection, subtract
 from .runner import NetworkRunner
-from .tiling import TileGrid, TileMerger, iter_batches, pad_to_tile, split_by_mask
+from .tiling import TileGrid, TileMerger, iter_batches, pad_to_tile, split_by_envelope, split_by_mask
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,8 @@ Band = Optional[tuple[float, ...]]  # nullresponse.Band
 #: the grid of the original's stride-16 cubes, so every cube of the default stride is one the original
 #: also evaluates (docs/design.md, "Aligned cube starts").
 GRID_ALIGN = 16
-#: Solvent-cube skipping runs every cube within this many voxels of the molecule envelope
-#: (:func:`normalize.molecule_blocks`; docs/design.md, "Solvent cube skipping").
+#: Solvent-cube skipping keeps a margin of this many voxels around the molecule's blocks
+#: (:func:`normalize.molecule_blocks`), the cubes that carry its weight (docs/design.md, "Solvent cube skipping").
 SKIP_MARGIN = 8
 
 
@@ -98,13 +98,21 @@ def _lay_out(array: npt.ArrayLike, tiling: TilingConfig, runner: NetworkRunner, 
         merger.skip(skipped)
         why = "solvent under the mask"
     elif solvent_std is not None:
-        from .normalize import ENVELOPE_BIN, molecule_blocks
-
-        molecule = molecule_blocks(padded, solvent_std, SKIP_MARGIN)
-        starts, skipped = split_by_mask(grid, molecule, 0.5, block=ENVELOPE_BIN)
+        starts, skipped = solvent_cubes(padded, solvent_std, grid, tiling.blend)
         merger.skip(skipped)
-        why = f"no molecule within {SKIP_MARGIN} voxels"
+        why = f"no molecule within {SKIP_MARGIN} voxels, or only its margin's lesser share"
     return padded, unpad, grid, merger, starts, why
+
+
+def solvent_cubes(padded: npt.NDArray[np.float32], solvent_std: float, grid: TileGrid,
+                  blend: BlendMode | str) -> tuple[list, list]:
+    """``(needed, skippable)`` cubes of a normalised map without a mask: the molecule's blocks
+    (:func:`normalize.molecule_blocks`) keep every cube that touches them, the :data:`SKIP_MARGIN` around
+    them only the cubes that carry their weight (:func:`tiling.split_by_envelope`)."""
+    from .normalize import ENVELOPE_BIN, grow_blocks, molecule_blocks
+
+    core = molecule_blocks(padded, solvent_std, 0)
+    return split_by_envelope(grid, core, grow_blocks(core, SKIP_MARGIN), block=ENVELOPE_BIN, blend=blend)
 
 
 def predict_volume(
@@ -132,7 +140,7 @@ def predict_volume(
         mask: optional (Z, Y, X) mask (0..1) on the same grid: cubes holding only mask values <=
             :data:`tiling.MASK_THRESHOLD` are not run (output 0; inside the mask exactly the unskipped result).
         solvent_std: without a mask, the normalised noise std: cubes with no molecule within :data:`SKIP_MARGIN`
-            voxels (:func:`normalize.molecule_blocks`) are not run either; None: every cube runs.
+            voxels, or only the margin's lesser share (:func:`solvent_cubes`), are not run; None: every cube runs.
         progress: called as ``progress(done_cubes, total_cubes)`` after each batch.
 
     Raises:

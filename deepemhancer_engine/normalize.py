@@ -287,6 +287,13 @@ def _block_ball(radius: int, size: int) -> npt.NDArray[np.bool_]:
     return gap[:, None, None] + gap[None, :, None] + gap[None, None, :] <= radius * radius
 
 
+def grow_blocks(blocks: npt.NDArray[np.bool_], margin: int) -> npt.NDArray[np.bool_]:
+    """``blocks`` (of :data:`ENVELOPE_BIN`^3 voxels) and every block within ``margin`` voxels of them."""
+    if margin > 0 and blocks.any():
+        return ndimage.binary_dilation(blocks, structure=_block_ball(int(margin), ENVELOPE_BIN))
+    return blocks
+
+
 def molecule_blocks(norm: npt.ArrayLike, target_std: float, margin: int) -> npt.NDArray[np.bool_]:
     """Where a normalised map (solvent noise of std ``target_std``) holds molecule, on blocks of
     :data:`ENVELOPE_BIN`^3 voxels: the blocks of the molecule (see :data:`ENVELOPE_SEED`) and every block
@@ -298,8 +305,7 @@ def molecule_blocks(norm: npt.ArrayLike, target_std: float, margin: int) -> npt.
     labels, _ = ndimage.label(z > ENVELOPE_GROW)
     seeds = np.unique(labels[z > ENVELOPE_SEED])
     molecule = np.isin(labels, seeds[seeds > 0])
-    if margin > 0 and molecule.any():
-        molecule = ndimage.binary_dilation(molecule, structure=_block_ball(int(margin), ENVELOPE_BIN))
+    molecule = grow_blocks(molecule, margin)
     log.debug("molecule envelope: level %.3g, block spread %.3g, %d of %d blocks with the margin", level,
               spread, int(np.count_nonzero(molecule)), molecule.size)
     return molecule

@@ -55,6 +55,10 @@ SIGMA_FRACTION = 0.3
 MERGE_SLAB = 32
 #: Mask values at or below this count as solvent when deciding which cubes can be skipped.
 MASK_THRESHOLD = 1e-3
+#: Skipping by a molecule envelope (:func:`split_by_envelope`): the largest share of its blending weight
+#: a voxel of the envelope's margin (not of the molecule) may lose to skipped cubes (docs/design.md,
+#: "Solvent cube skipping").
+MAX_MARGIN_WEIGHT_LOSS = 0.2
 
 
 def axis_starts(length: int, tile: int, stride: int, align: int = 1) -> list[int]:
@@ -216,13 +220,15 @@ def weight_map(tile: int, blend: BlendMode | str) -> npt.NDArray[np.float32]:
     blend = parse_option(BlendMode, blend, "blend mode")
     if blend is BlendMode.CONSTANT:
         return np.ones((tile, tile, tile), dtype=np.float32)
-    centre = (tile - 1) / 2.0
-    sigma = tile * SIGMA_FRACTION
-    x = np.arange(tile, dtype=np.float64)
-    g = np.exp(-0.5 * ((x - centre) / sigma) ** 2)
+    g = _axis_weights(tile, np.arange(tile, dtype=np.float64))
     w = g[:, None, None] * g[None, :, None] * g[None, None, :]
     w /= w.max()
     return np.maximum(w, WEIGHT_FLOOR).astype(np.float32)
+
+
+def _axis_weights(tile: int, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """The Gaussian blending profile of one cube axis at positions ``x`` (voxels from the cube's start)."""
+    return np.exp(-0.5 * ((x - (tile - 1) / 2.0) / (tile * SIGMA_FRACTION)) ** 2)
 
 
 def iter_batches(
@@ -274,6 +280,64 @@ def split_by_mask(
         sl = tuple(slice(s // block, -(-(s + grid.tile) // block)) for s in start)
         (needed if inside[sl].any() else skippable).append(start)
     return needed, skippable
+
+
+def split_by_envelope(
+    grid: TileGrid, core: npt.ArrayLike, envelope: npt.ArrayLike, *, block: int,
+    blend: BlendMode | str = BlendMode.GAUSSIAN, max_loss: float = MAX_MARGIN_WEIGHT_LOSS,
+) -> tuple[list[Start3], list[Start3]]:
+    """Split the cubes of ``grid`` into ``(needed, skippable)`` by a molecule ``core`` inside an ``envelope``
+    (boolean masks on blocks of ``block``^3 voxels, as :func:`split_by_mask` takes them).
+
+    A cube touching a core block is needed, so the blended output on the core is exactly the output
+    with every cube run; a cube touching no envelope block is skippable. A cube touching only the margin
+    (envelope blocks outside the core) is skipped as long as no margin block loses more than
+    ``max_loss`` of its blending weight to the skipped cubes (weights at the block centres; cubes with
+    the smallest largest share are tried first): the margin's output then stays a blend of at least
+    ``1 - max_loss`` of the cubes that cover it.
+    """
+    core_b, env_b = np.asarray(core, bool), np.asarray(envelope, bool) | np.asarray(core, bool)
+    want = tuple(-(-n // block) for n in grid.shape)
+    if core_b.shape != want or env_b.shape != want:
+        raise ValueError(f"envelope shapes {core_b.shape}, {env_b.shape} differ from the tile grid's {want}")
+    margin = env_b & ~core_b
+    cubes = [(start, *_block_share(grid, start, block, blend)) for start in grid.iter_starts()]
+    total = np.zeros(want, np.float64)
+    for _, sl, w in cubes:
+        total[sl] += w
+    needed: list[Start3] = []
+    skippable: list[Start3] = []
+    candidates = []
+    for start, sl, w in cubes:
+        if core_b[sl].any():
+            needed.append(start)
+        elif not margin[sl].any():
+            skippable.append(start)
+        else:
+            share = w / total[sl]
+            candidates.append((float(share[margin[sl]].max()), start, sl, w))
+    lost = np.zeros(want, np.float64)
+    for _, start, sl, w in sorted(candidates, key=lambda c: c[0]):
+        ring = margin[sl]
+        if ((lost[sl][ring] + w[ring]) / total[sl][ring]).max() <= max_loss:
+            lost[sl] += w
+            skippable.append(start)
+        else:
+            needed.append(start)
+    order = {start: k for k, start in enumerate(grid.iter_starts())}
+    return sorted(needed, key=order.__getitem__), sorted(skippable, key=order.__getitem__)
+
+
+def _block_share(grid: TileGrid, start: Start3, block: int, blend: BlendMode | str):
+    """``(slices, weights)``: the blocks a cube touches and its blending weight at their centres."""
+    blend = parse_option(BlendMode, blend, "blend mode")
+    sl, axes = [], []
+    for s in start:
+        b = np.arange(s // block, -(-(s + grid.tile) // block))
+        centre = np.clip(b * block + (block - 1) / 2.0, s, s + grid.tile - 1) - s
+        sl.append(slice(int(b[0]), int(b[-1]) + 1))
+        axes.append(np.ones(len(b)) if blend is BlendMode.CONSTANT else _axis_weights(grid.tile, centre))
+    return tuple(sl), axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
 
 
 class TileMerger:
