@@ -22,7 +22,7 @@ import scipy.fft
 from scipy import ndimage
 
 from .errors import InputError
-from .fourier import cosine_edge, frequency_grid
+from .fourier import axis_frequencies, cosine_edge
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +100,19 @@ def _check_limit(enhanced: np.ndarray, original: np.ndarray, resolution: float, 
         raise InputError(f"envelope {np.shape(envelope)} and map {enhanced.shape} differ in shape")
 
 
-def _combine(f_enh: np.ndarray, f_data: np.ndarray, shape: tuple[int, ...], envelope: npt.ArrayLike | None
-             ) -> np.ndarray:
-    """The map of ``f_enh + f_data``, or with an envelope ``F^-1 f_enh + envelope F^-1 f_data`` (consumes both)."""
+def _combine(parts: list, shape: tuple[int, ...], envelope: npt.ArrayLike | None) -> np.ndarray:
+    """The map of ``f_enh + f_data`` (``parts`` = [f_enh, f_data], emptied: each transform is freed as soon
+    as it is used, which sets the limit's peak memory), or with an envelope ``F^-1 f_enh + envelope F^-1 f_data``."""
+    f_data = parts.pop()
+    f_enh = parts.pop()
     if envelope is None:
         f_enh += f_data
+        del f_data
         return scipy.fft.irfftn(f_enh, s=shape, workers=-1)
     out = scipy.fft.irfftn(f_enh, s=shape, workers=-1)
+    del f_enh
     data = scipy.fft.irfftn(f_data, s=shape, workers=-1)
+    del f_data
     data *= np.asarray(envelope, dtype=data.dtype)
     out += data
     return out
@@ -142,27 +147,31 @@ def limit_resolution(
     enhanced = np.asarray(enhanced, dtype=np.float32)
     original = np.asarray(original, dtype=np.float32)
     _check_limit(enhanced, original, resolution, edge, envelope)
-    s = frequency_grid(enhanced.shape, voxel_size, np.float32)
-    f_cut = 1.0 / resolution
-    if f_cut * (1 - edge) >= float(s.max()):
+    # |s| one Z plane of the transform at a time: no volume-sized frequency, filter or band arrays, so the
+    # limit's peak memory is the two transforms (the --confidence run's peak at 384^3).
+    fz, fy, fx = axis_frequencies(enhanced.shape, voxel_size, np.float32)
+    yx = fy[0] ** 2 + fx[0] ** 2
+    f_cut, lo = 1.0 / resolution, (1 - edge) / resolution
+    if lo >= math.sqrt(float((fz**2).max() + yx.max())):
         return enhanced, float("nan")
-    keep = cosine_edge(s, (1 - edge) * f_cut, edge * f_cut).astype(np.float32)
-    band = (s > (1 - edge) * f_cut) & (s <= f_cut)
     f_enh = scipy.fft.rfftn(enhanced, workers=-1)
     f_in = scipy.fft.rfftn(original, workers=-1)
-    if band.any():
-        p_in = float(np.sum(np.abs(f_in[band]) ** 2, dtype=np.float64))
-        p_enh = float(np.sum(np.abs(f_enh[band]) ** 2, dtype=np.float64))
-        c = math.sqrt(p_enh / p_in) if p_in > 0 else 0.0
-    else:
-        c = 0.0
-    f_enh *= keep
-    damp = DATA_FLOOR + (1.0 - DATA_FLOOR) * cosine_edge(s, f_cut, DATA_FADE * f_cut)
-    keep = (1.0 - keep) * (np.float32(c) * damp).astype(np.float32)
-    del damp
-    f_in *= keep
-    del keep
-    out = _combine(f_enh, f_in, enhanced.shape, envelope)
+    p_in = p_enh = 0.0
+    for k in range(f_enh.shape[0]):
+        s = np.sqrt(fz[k] ** 2 + yx)
+        band = (s > lo) & (s <= f_cut)
+        p_in += float(np.sum(np.abs(f_in[k][band]) ** 2, dtype=np.float64))
+        p_enh += float(np.sum(np.abs(f_enh[k][band]) ** 2, dtype=np.float64))
+    c = math.sqrt(p_enh / p_in) if p_in > 0 else 0.0
+    for k in range(f_enh.shape[0]):
+        s = np.sqrt(fz[k] ** 2 + yx)
+        keep = cosine_edge(s, lo, edge * f_cut).astype(np.float32, copy=False)
+        damp = DATA_FLOOR + (1.0 - DATA_FLOOR) * cosine_edge(s, f_cut, DATA_FADE * f_cut)
+        f_enh[k] *= keep
+        f_in[k] *= ((1.0 - keep) * np.float32(c) * damp).astype(np.float32, copy=False)
+    parts = [f_enh, f_in]
+    del f_enh, f_in
+    out = _combine(parts, enhanced.shape, envelope)
     log.info("Resolution limit %.3g A: network output kept up to %.3g A, input data beyond (scaled by %.3g, "
              "damped to %g x by %.3g A%s)", resolution, resolution / (1 - edge), c, DATA_FLOOR,
              resolution / (1 + DATA_FADE), "" if envelope is None else ", inside the molecule's envelope")
