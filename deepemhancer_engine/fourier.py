@@ -9,7 +9,7 @@ sizes ``(x, y, z)`` in A, frequencies in 1/A on the half (``rfftn``) grid.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -64,6 +64,21 @@ def frequency_grid(shape: Sequence[int], voxel_size: float | Sequence[float], dt
     fz, fy, fx = axis_frequencies(shape, voxel_size, dtype)
     s2 = fz**2 + fy**2 + fx**2
     return s2 if squared else np.sqrt(s2)
+
+
+def frequency_planes(shape: Sequence[int], voxel_size: float | Sequence[float], dtype=np.float64
+                     ) -> Iterator[np.ndarray]:
+    """|s| (1/A) on the ``rfftn`` grid of a ``[z, y, x]`` map, one Z plane at a time: what
+    :func:`frequency_grid` holds, without a volume-sized array (filters applied in place, plane by plane).
+
+    Example:
+        >>> [float(p.max()) for p in frequency_planes((2, 4, 4), 1.0)] == [0.5 * 2**0.5, 0.75**0.5]
+        True
+    """
+    fz, fy, fx = axis_frequencies(shape, voxel_size, dtype)
+    yx = fy[0] ** 2 + fx[0] ** 2
+    for z in fz[:, 0, 0]:
+        yield np.sqrt(z * z + yx)
 
 
 def cosine_edge(x: np.ndarray, start: float, width: float) -> np.ndarray:

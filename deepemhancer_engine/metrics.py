@@ -26,7 +26,7 @@ import scipy.fft
 from scipy import ndimage
 
 from .errors import InputError
-from .fourier import as_xyz, axis_frequencies, cosine_edge, frequency_grid, hermitian_weights, lowpass_response
+from .fourier import as_xyz, cosine_edge, frequency_grid, frequency_planes, hermitian_weights, lowpass_response
 
 log = logging.getLogger(__name__)
 
@@ -278,10 +278,8 @@ def _filter(volume: np.ndarray, voxel_size, func) -> np.ndarray:
     384^3 map filters on the input grid inside the enhancement's memory budget)."""
     volume = np.asarray(volume, dtype=np.float32)
     f = _rfft(volume)
-    fz, fy, fx = axis_frequencies(volume.shape, as_xyz(voxel_size))
-    yx = fy[0] ** 2 + fx[0] ** 2
-    for k in range(f.shape[0]):
-        f[k] *= func(np.sqrt(fz[k] ** 2 + yx))
+    for k, s in enumerate(frequency_planes(volume.shape, as_xyz(voxel_size))):
+        f[k] *= func(s)
     out = scipy.fft.irfftn(f, s=volume.shape, workers=-1)
     return np.ascontiguousarray(out, dtype=np.float32)
 

@@ -22,7 +22,7 @@ import scipy.fft
 from scipy import ndimage
 
 from .errors import InputError
-from .fourier import axis_frequencies, cosine_edge
+from .fourier import cosine_edge, frequency_planes
 
 log = logging.getLogger(__name__)
 
@@ -149,22 +149,21 @@ def limit_resolution(
     _check_limit(enhanced, original, resolution, edge, envelope)
     # |s| one Z plane of the transform at a time: no volume-sized frequency, filter or band arrays, so the
     # limit's peak memory is the two transforms (the --confidence run's peak at 384^3).
-    fz, fy, fx = axis_frequencies(enhanced.shape, voxel_size, np.float32)
-    yx = fy[0] ** 2 + fx[0] ** 2
+    def planes():
+        return enumerate(frequency_planes(enhanced.shape, voxel_size, np.float32))
+
     f_cut, lo = 1.0 / resolution, (1 - edge) / resolution
-    if lo >= math.sqrt(float((fz**2).max() + yx.max())):
+    if lo >= max(float(s.max()) for _, s in planes()):
         return enhanced, float("nan")
     f_enh = scipy.fft.rfftn(enhanced, workers=-1)
     f_in = scipy.fft.rfftn(original, workers=-1)
     p_in = p_enh = 0.0
-    for k in range(f_enh.shape[0]):
-        s = np.sqrt(fz[k] ** 2 + yx)
+    for k, s in planes():
         band = (s > lo) & (s <= f_cut)
         p_in += float(np.sum(np.abs(f_in[k][band]) ** 2, dtype=np.float64))
         p_enh += float(np.sum(np.abs(f_enh[k][band]) ** 2, dtype=np.float64))
     c = math.sqrt(p_enh / p_in) if p_in > 0 else 0.0
-    for k in range(f_enh.shape[0]):
-        s = np.sqrt(fz[k] ** 2 + yx)
+    for k, s in planes():
         keep = cosine_edge(s, lo, edge * f_cut).astype(np.float32, copy=False)
         damp = DATA_FLOOR + (1.0 - DATA_FLOOR) * cosine_edge(s, f_cut, DATA_FADE * f_cut)
         f_enh[k] *= keep
