@@ -21,7 +21,7 @@ picks them, a new one is one entry there):
 Each run records the wall time of the whole process and the seconds per stage (:data:`STAGES`: interpreter
 start-up, imports, model load, read, half-map FSC, resample, normalise, cube layout and skip decision, null
 response, the first batch's extra time over a typical batch (kernel set-up), network, blend, resolution
-limit, write, the process's exit (interpreter teardown); ``other`` is what no timer saw: argument parsing,
+limit, shell amplitudes, write, the process's exit (interpreter teardown); ``other`` is what no timer saw: argument parsing,
 lazy imports, logging), the cubes run and skipped, the peak resident memory
 (``VmHWM`` of the process and ``ru_maxrss``) and, on a GPU, the peak GPU memory. Outputs are compared by
 their correlation (CC) inside the molecule's mask and over the whole box (with ``legacy`` and, for
@@ -66,7 +66,7 @@ LEGACY_ARGS = ["--blend", "constant", "--stride", "16", "--no-skip"]
 CONFIGS = {"default": [], "no-skip": ["--no-skip"], "legacy": LEGACY_ARGS}
 SHIPPED_WEIGHTS = ROOT / "deepemhancer_engine" / "weights" / "tightTarget.pt"
 STAGES = ("startup", "import", "load", "read", "fsc", "resample", "normalise", "layout", "null", "warm-up",
-          "network", "blend", "limit", "write", "exit", "other")
+          "network", "blend", "limit", "amplitudes", "write", "exit", "other")
 #: The stages that are not the network's forward passes (the fixed costs of issue 24).
 FIXED_STAGES = tuple(s for s in STAGES if s not in ("network", "blend"))
 
@@ -200,8 +200,9 @@ def _instrument(pipeline, runner, timings: dict, loaded: list, amp) -> None:
         timings["resample"] = stage_times.get("resample", 0.0) + stage_times.get("resample_back", 0.0)
         timings["normalise"] = stage_times.get("normalise", 0.0)
         timings["network+blend"] = stage_times.get("network", float("nan"))
-        if "limit" in stage_times:
-            timings["limit"] = stage_times["limit"]
+        for stage in ("limit", "amplitudes"):
+            if stage in stage_times:
+                timings[stage] = stage_times[stage]
         return out
 
     pipeline.enhance = enhance_timed

@@ -374,11 +374,23 @@ def auto_sharpen(
     curve = fsc(half1, half2, vs, mask=mask)
     res = float(resolution) if resolution else curve.resolution(0.143)
     average = 0.5 * (np.asarray(half1, dtype=np.float32) + np.asarray(half2, dtype=np.float32))
-    weighted = fsc_weight(average, vs, curve)
-    bfac = fit_bfactor(weighted, vs, low_res=low_res, high_res=res)
-    sharp = sharpen_lowpass(weighted, vs, -bfac, res)
-    log.info("Auto-sharpening: resolution %.2f A, Guinier B %.1f A^2 (fit %.3g-%.3g A)", res, bfac, low_res, res)
+    sharp, bfac = sharpen_average(average, vs, res, curve, low_res=low_res)
     return SharpenResult(volume=sharp, bfactor=bfac, resolution=res, fsc=curve)
+
+
+def sharpen_average(
+    average: np.ndarray, voxel_size: float | Sequence[float], resolution: float, curve: FSCCurve | None,
+    *, low_res: float = 10.0,
+) -> tuple[np.ndarray, float]:
+    """The classical map of an average: FSC-weighted by ``curve`` (skipped when None: one map), sharpened by
+    the Guinier B fitted from ``low_res`` to ``resolution`` A, low-passed at ``resolution``; ``(map, B)``."""
+    vs = as_xyz(voxel_size)
+    weighted = fsc_weight(average, vs, curve) if curve is not None else np.asarray(average, dtype=np.float32)
+    bfac = fit_bfactor(weighted, vs, low_res=low_res, high_res=resolution)
+    sharp = sharpen_lowpass(weighted, vs, -bfac, resolution)
+    log.info("Auto-sharpening: resolution %.2f A, Guinier B %.1f A^2 (fit %.3g-%.3g A)", resolution, bfac, low_res,
+             resolution)
+    return sharp, bfac
 
 
 def soft_edge(binary: np.ndarray, voxel_size: float | Sequence[float], width: float) -> np.ndarray:

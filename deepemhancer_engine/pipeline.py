@@ -144,7 +144,7 @@ def enhance(
         pred = denormalize(pred, ninfo, config.normalization.target_std, in_place=True)
         out = from_working_grid(pred, rinfo)
         del pred
-    out = _postprocess(out, volume, vs, config, limit, clock, envelope)
+    out = _postprocess(out, volume, vs, config, limit, clock, envelope, fsc)
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
@@ -238,14 +238,22 @@ def _run_network(model: LoadedModel, norm: np.ndarray, config: EnhanceConfig, vs
 
 
 def _postprocess(out: np.ndarray, volume: np.ndarray, vs: tuple[float, float, float], config: EnhanceConfig,
-                 limit: float | None, clock: _StageClock, envelope: np.ndarray | None = None) -> np.ndarray:
-    """The resolution limit (the input's data beyond it, inside ``envelope`` when given) and the optional
-    cleaning of small blobs."""
-    from .postprocess import clean_small_blobs, limit_resolution
+                 limit: float | None, clock: _StageClock, envelope: np.ndarray | None = None, fsc=None
+                 ) -> np.ndarray:
+    """The resolution limit (the input's data beyond it, inside ``envelope`` when given), the classical map's
+    shell amplitudes (``config.match_amplitudes``; ``fsc``: the half maps' curve, for its FSC weighting) and the
+    optional cleaning of small blobs."""
+    from .metrics import sharpen_average
+    from .postprocess import clean_small_blobs, limit_resolution, match_amplitudes
 
     if config.limit_resolution and limit is not None:
         with clock("limit"):
             out, _ = limit_resolution(out, volume, vs, float(limit), envelope=envelope)
+        if config.match_amplitudes:
+            with clock("amplitudes"):
+                reference, _ = sharpen_average(volume, vs, float(limit), fsc)
+                out, _ = match_amplitudes(out, reference, vs, weight=envelope)
+                del reference
     elif config.limit_resolution:
         log.info("No resolution limit (a single map and no --resolution): the output keeps all the network adds")
     if config.cleaning_strength is not None and config.cleaning_strength > 0:
@@ -397,12 +405,22 @@ def enhance_with_confidence(
     ``d_half``: the half maps' FSC-0.143 when the caller has it (computed otherwise); ``fsc``: their FSC curve
     (for ``config.condition`` FSC weighting; computed otherwise).
     """
+    return _enhance_with_confidence([half1, half2], voxel_size, config=config, mask=mask, model=model,
+                                    progress=progress, timings=timings, resolution=resolution, params=params,
+                                    keep_halves=keep_halves, d_half=d_half, fsc=fsc)
+
+
+def _enhance_with_confidence(halves: list, voxel_size, *, config, mask, model, progress, timings, resolution,
+                             params, keep_halves, d_half, fsc) -> ConfidenceResult:
+    """:func:`enhance_with_confidence` on ``halves`` (a list it empties): each half is let go once enhanced, so
+    a caller that hands over its only references saves one map's memory at the peak (the second half's run)."""
     from .confidence import DEFAULT_PARAMS, describe, summary, timed_confidence
 
     config = config or EnhanceConfig()
     model = model or load(config)
     vs = as_xyz(voxel_size)
-    half1, half2 = np.asarray(half1, dtype=np.float32), np.asarray(half2, dtype=np.float32)
+    half1, half2 = (np.asarray(h, dtype=np.float32) for h in halves)
+    halves.clear()
     if half1.shape != half2.shape:
         raise InputError(f"half maps differ in shape: {half1.shape} and {half2.shape}")
     if fsc is None and (d_half is None or config.condition is ConditionMode.FSCWEIGHT):
@@ -420,13 +438,15 @@ def enhance_with_confidence(
     del average
     log.info("Enhancing each half on its own for the confidence map")
     e1 = enhance(half1, vs, **run)
+    del half1
     e2 = enhance(half2, vs, **run)
+    del half2
     conf = timed_confidence(e1, e2, vs, d_half, params or DEFAULT_PARAMS, timings)
-    halves = (e1, e2) if keep_halves else None
+    kept = (e1, e2) if keep_halves else None
     del e1, e2
     found = summary(enhanced, conf)
     log.info("%s", describe(found))
-    return ConfidenceResult(enhanced=enhanced, confidence=conf, summary=found, resolution=d_half, halves=halves)
+    return ConfidenceResult(enhanced=enhanced, confidence=conf, summary=found, resolution=d_half, halves=kept)
 
 
 def enhance_file(
@@ -473,8 +493,11 @@ def enhance_file(
     timings: dict[str, float] = {}
     extra = dict(provenance) if isinstance(provenance, dict) else {}
     if conf_out is not None:
-        found = enhance_with_confidence(volume, half2, grid.voxel_size, config=config, mask=mask, model=model,
-                                        progress=progress, timings=timings, d_half=d_half, fsc=curve)
+        owned = [volume, half2]  # handed over: each half is freed once enhanced
+        del volume, half2
+        found = _enhance_with_confidence(owned, grid.voxel_size, config=config, mask=mask, model=model,
+                                         progress=progress, timings=timings, resolution=None, params=None,
+                                         keep_halves=False, d_half=d_half, fsc=curve)
         if report is not None:
             report["confidence"] = found.summary
         result = found.enhanced

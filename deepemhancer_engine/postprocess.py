@@ -2,7 +2,8 @@
 
 :func:`limit_resolution` keeps the network's output only up to the resolution the data support and
 puts the input's own Fourier components back beyond it, so independently enhanced half maps agree
-no more beyond that resolution than the raw halves do.
+no more beyond that resolution than the raw halves do. :func:`match_amplitudes` then gives each Fourier
+shell of the output the strength it has in the classical map (default with a resolution limit).
 
 :func:`clean_small_blobs` removes small disconnected blobs (``--cleaningStrengh``). The map is
 thresholded at a level derived from its own density range, connected components are
@@ -35,6 +36,10 @@ LIMIT_EDGE = 0.1
 #: leaving nothing to compare.
 DATA_FADE = 0.2
 DATA_FLOOR = 0.3
+
+#: Largest factor :func:`match_amplitudes` applies to a shell (a shell the network left nearly empty is not
+#: blown up to the reference's level).
+MAX_SHELL_GAIN = 10.0
 
 #: Threshold = background + this fraction of (high percentile - background).
 THRESHOLD_FRACTION = 0.1
@@ -175,3 +180,68 @@ def limit_resolution(
              "damped to %g x by %.3g A%s)", resolution, resolution / (1 - edge), c, DATA_FLOOR,
              resolution / (1 + DATA_FADE), "" if envelope is None else ", inside the molecule's envelope")
     return np.ascontiguousarray(out, dtype=np.float32), c
+
+
+def _shell_bins(shape: tuple[int, ...], voxel_size: Sequence[float]):
+    """``(number of shells, plane -> shell index)``: the FSC's one-voxel shells (``metrics.fsc``), one Z plane
+    of the ``rfftn`` grid at a time; corners beyond Nyquist get shells of their own."""
+    vx, vy, vz = voxel_size
+    nz, ny, nx = shape
+    width = 1.0 / max(nx * vx, ny * vy, nz * vz)
+    s_max = math.sqrt(sum((0.5 / v) ** 2 for v in voxel_size))
+    n = int(math.floor(s_max / width)) + 2
+
+    def planes():
+        for k, s in enumerate(frequency_planes(shape, voxel_size)):
+            yield k, np.minimum(np.rint(s / width).astype(np.int64), n - 1)
+
+    return n, planes
+
+
+def _shell_power(volume: np.ndarray, weight: np.ndarray | None, n: int, planes) -> np.ndarray:
+    """Summed ``|F|^2`` per shell of ``volume * weight``."""
+    f = scipy.fft.rfftn(volume if weight is None else volume * weight, workers=-1)
+    power = np.zeros(n)
+    for k, idx in planes():
+        power += np.bincount(idx.ravel(), weights=(np.abs(f[k]) ** 2).ravel(), minlength=n)
+    return power
+
+
+def match_amplitudes(
+    enhanced: npt.ArrayLike,
+    reference: npt.ArrayLike,
+    voxel_size: Sequence[float],
+    *,
+    weight: npt.ArrayLike | None = None,
+) -> tuple[npt.NDArray[np.float32], np.ndarray]:
+    """Scale each Fourier shell of ``enhanced`` so that its power inside ``weight`` (0..1, e.g. the molecule's
+    envelope; None: the whole box) equals that of ``reference``: ``out = F^-1[g(|s|) F(enhanced)]`` with
+    ``g = sqrt(P_ref / P_enh)`` per one-voxel shell (at most :data:`MAX_SHELL_GAIN`).
+
+    The network decides where the density is; the data decide how strong each resolution shell is. A real,
+    positive factor per FSC shell leaves the FSC between two such outputs unchanged in every shell where both
+    keep power; shells that ``reference`` leaves empty (beyond its low-pass) come out empty.
+
+    Returns the map (float32) and the gain per shell.
+    """
+    enhanced = np.asarray(enhanced, dtype=np.float32)
+    reference = np.asarray(reference, dtype=np.float32)
+    if reference.shape != enhanced.shape:
+        raise InputError(f"reference {reference.shape} and map {enhanced.shape} differ in shape")
+    w = None if weight is None else np.asarray(weight, dtype=np.float32)
+    if w is not None and w.shape != enhanced.shape:
+        raise InputError(f"weight {w.shape} and map {enhanced.shape} differ in shape")
+    n, planes = _shell_bins(enhanced.shape, voxel_size)
+    p_ref = _shell_power(reference, w, n, planes)
+    p_enh = _shell_power(enhanced, w, n, planes)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gain = np.where(p_enh > 0, np.sqrt(p_ref / np.where(p_enh > 0, p_enh, 1.0)), 0.0)
+    gain = np.minimum(gain, MAX_SHELL_GAIN).astype(np.float32)
+    f = scipy.fft.rfftn(enhanced, workers=-1)
+    for k, idx in planes():
+        f[k] *= gain[idx]
+    out = scipy.fft.irfftn(f, s=enhanced.shape, workers=-1)
+    del f
+    log.info("Shell amplitudes matched to the classical map (gain %.3g-%.3g up to the limit)",
+             float(gain[: max(1, n // 2)].min()), float(gain[: max(1, n // 2)].max()))
+    return np.ascontiguousarray(out, dtype=np.float32), gain

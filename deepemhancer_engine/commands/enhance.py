@@ -71,6 +71,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     adv.add_argument("--no-solvent-envelope", dest="solvent_envelope", action="store_false",
                      help="beyond the resolution limit, put the data back over the whole box (default: only "
                           "inside the molecule's envelope, so the solvent keeps no speckle)")
+    adv.add_argument("--no-match-amplitudes", dest="match_amplitudes", action="store_false",
+                     help="keep the network's own shell amplitudes (default with a resolution limit: those of the "
+                          "FSC-weighted, sharpened average low-passed at the limit, measured inside the molecule)")
     adv.add_argument("--no-null-correction", dest="null_correction", action="store_false",
                      help="keep the network's response to pure noise (a faint fixed pattern tied to the cube "
                           "grid) instead of subtracting it")
@@ -118,6 +121,7 @@ def config_from_args(args: argparse.Namespace):
         limit_resolution=getattr(args, "limit_resolution", True),
         condition=getattr(args, "condition", "lowpass"),
         solvent_envelope=getattr(args, "solvent_envelope", True),
+        match_amplitudes=getattr(args, "match_amplitudes", True),
     )
 
 

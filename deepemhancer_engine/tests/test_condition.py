@@ -154,13 +154,13 @@ def test_molecule_envelope_covers_the_molecule_and_not_pure_noise():
 
 
 def test_enhance_uses_the_envelope_it_reports(tiny_weights):
-    config = EnhanceConfig(weights=tiny_weights)
+    config = EnhanceConfig(weights=tiny_weights, match_amplitudes=False)  # the envelope alone
     model = load(config)
     volume = noisy(4)
     env = data_envelope(volume, VS, config=config, model=model, resolution=5.0)
     assert env is not None and env.shape == volume.shape
     assert data_envelope(volume, VS, config=config, model=model, resolution=None) is None
-    off = EnhanceConfig(weights=tiny_weights, solvent_envelope=False)
+    off = EnhanceConfig(weights=tiny_weights, solvent_envelope=False, match_amplitudes=False)
     assert data_envelope(volume, VS, config=off, model=model, resolution=5.0) is None
     with_env = enhance(volume, VS, config=config, model=model, resolution=5.0)
     without = enhance(volume, VS, config=off, model=model, resolution=5.0)
@@ -179,6 +179,10 @@ def test_flags_reach_the_sidecar(tmp_path, tiny):
     assert main(base + ["-o", str(tmp_path / "b.mrc"), "--condition", "fscweight", "--no-solvent-envelope"]) == 0
     options = json.loads((tmp_path / "b.json").read_text())["options"]
     assert options["condition"] == "fscweight" and options["solvent_envelope"] is False
+    assert options["match_amplitudes"] is True
+    assert main(base + ["-o", str(tmp_path / "c.mrc"), "--no-match-amplitudes"]) == 0
+    assert json.loads((tmp_path / "c.json").read_text())["options"]["match_amplitudes"] is False
+    assert not np.allclose(mrcfile.read(tmp_path / "a.mrc"), mrcfile.read(tmp_path / "c.mrc"))
     assert EnhanceConfig(condition="FSCweight").condition is ConditionMode.FSCWEIGHT
     with pytest.raises(InputError, match="did you mean 'lowpass'"):
         EnhanceConfig(condition="lowpas")
