@@ -37,8 +37,9 @@ LIMIT_EDGE = 0.1
 DATA_FADE = 0.2
 DATA_FLOOR = 0.3
 
-#: Largest factor :func:`match_amplitudes` applies to a shell (a shell the network left nearly empty is not
-#: blown up to the reference's level).
+#: Largest factor :func:`match_amplitudes` applies to a shell, relative to the ratio of the two maps' whole
+#: power (a shell the network left nearly empty is not blown up to the reference's level; the maps' scales
+#: do not matter).
 MAX_SHELL_GAIN = 10.0
 
 #: Threshold = background + this fraction of (high percentile - background).
@@ -199,11 +200,17 @@ def _shell_bins(shape: tuple[int, ...], voxel_size: Sequence[float]):
 
 
 def _shell_power(volume: np.ndarray, weight: np.ndarray | None, n: int, planes) -> np.ndarray:
-    """Summed ``|F|^2`` per shell of ``volume * weight``."""
-    f = scipy.fft.rfftn(volume if weight is None else volume * weight, workers=-1)
+    """Summed ``|F|^2`` per shell of ``(volume - its mean) * weight``: without the mean, an offset of the map
+    (a user's map on any scale and offset; the output's solvent sits at 0) does not become, once multiplied
+    by the envelope, low-resolution power shaped like the envelope."""
+    centred = np.subtract(volume, np.float32(volume.mean(dtype=np.float64)), dtype=np.float32)
+    if weight is not None:
+        centred *= weight
+    f = scipy.fft.rfftn(centred, workers=-1)
+    del centred
     power = np.zeros(n)
     for k, idx in planes():
-        power += np.bincount(idx.ravel(), weights=(np.abs(f[k]) ** 2).ravel(), minlength=n)
+        power += np.bincount(idx.ravel(), weights=(np.abs(f[k]).astype(np.float64) ** 2).ravel(), minlength=n)
     return power
 
 
@@ -216,7 +223,9 @@ def match_amplitudes(
 ) -> tuple[npt.NDArray[np.float32], np.ndarray]:
     """Scale each Fourier shell of ``enhanced`` so that its power inside ``weight`` (0..1, e.g. the molecule's
     envelope; None: the whole box) equals that of ``reference``: ``out = F^-1[g(|s|) F(enhanced)]`` with
-    ``g = sqrt(P_ref / P_enh)`` per one-voxel shell (at most :data:`MAX_SHELL_GAIN`).
+    ``g = sqrt(P_ref / P_enh)`` per one-voxel shell (at most :data:`MAX_SHELL_GAIN` times the ratio for the
+    whole maps), each map's mean removed
+    before it is weighted; the mean (shell 0) is left as it is.
 
     The network decides where the density is; the data decide how strong each resolution shell is. A real,
     positive factor per FSC shell leaves the FSC between two such outputs unchanged in every shell where both
@@ -236,7 +245,9 @@ def match_amplitudes(
     p_enh = _shell_power(enhanced, w, n, planes)
     with np.errstate(divide="ignore", invalid="ignore"):
         gain = np.where(p_enh > 0, np.sqrt(p_ref / np.where(p_enh > 0, p_enh, 1.0)), 0.0)
-    gain = np.minimum(gain, MAX_SHELL_GAIN).astype(np.float32)
+    overall = math.sqrt(p_ref[1:].sum() / p_enh[1:].sum()) if p_enh[1:].sum() > 0 else 1.0
+    gain = np.minimum(gain, MAX_SHELL_GAIN * overall).astype(np.float32)
+    gain[0] = 1.0  # the mean stays the output's own (its solvent at 0)
     f = scipy.fft.rfftn(enhanced, workers=-1)
     for k, idx in planes():
         f[k] *= gain[idx]

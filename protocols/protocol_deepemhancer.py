@@ -158,14 +158,22 @@ class ProtDeepEMhancer(ProtAnalysis3D):
                             "cubic: all of them (the original DeepEMhancer).")
         group.addParam("limitResolution", params.BooleanParam, default=True, expertLevel=LEVEL_ADVANCED,
                        label="Limit to the data's resolution?",
-                       help="Yes (default): keep the network's output only up to the resolution the data support "
-                            "and the data themselves beyond it, so the map shows no detail finer than the half "
-                            "maps agree on. The resolution is the half-map FSC-0.143 (unmasked), or the value "
-                            "below. No: keep everything the network returns.")
+                       help="Yes (default): keep the network's output only up to the resolution the data support, "
+                            "so the map shows no detail finer than the half maps agree on. The resolution is the "
+                            "half-map FSC-0.143 (unmasked), or the value below. No: keep everything the network "
+                            "returns.")
         group.addParam("resolutionLimit", params.FloatParam, default=0.0, condition="limitResolution",
                        expertLevel=LEVEL_ADVANCED, label="Resolution (A)",
                        help="0: automatic (the half-map FSC-0.143 with two half maps; no limit for one map). "
                             "Otherwise this resolution in A.")
+        group.addParam("matchAmplitudes", params.BooleanParam, default=True, condition="limitResolution",
+                       expertLevel=LEVEL_ADVANCED, label="Classical shell amplitudes?",
+                       help="Yes (default): each resolution shell of the output gets the strength it has in the "
+                            "classical post-processed map (the half-map average FSC-weighted, sharpened by the "
+                            "Guinier B-factor and low-passed at the resolution, measured inside the molecule): "
+                            "the network decides where the density is, the data decide how strong each "
+                            "resolution is. No: keep the network's own amplitudes, and the input data beyond the "
+                            "resolution (damped).")
         group.addParam("nullCorrection", params.BooleanParam, default=True, expertLevel=LEVEL_ADVANCED,
                        label="Subtract the response to noise?",
                        help="Yes (default): subtract the network's response to pure noise (a faint fixed "
@@ -310,7 +318,10 @@ class ProtDeepEMhancer(ProtAnalysis3D):
         limit = self.resolutionLimitUsed.get() or (self.resolutionLimit.get() or None)
         if limit:
             how = "the half-map FSC-0.143" if not self.resolutionLimit.get() > 0 else "set by hand"
-            return "Output limited to %.2f A (%s): the data beyond it are kept as they are." % (limit, how)
+            if self.matchAmplitudes:
+                return ("Output limited to %.2f A (%s), with the shell amplitudes of the classical sharpened map."
+                        % (limit, how))
+            return "Output limited to %.2f A (%s): the data beyond it are kept, damped." % (limit, how)
         if self.useHalfMaps:
             return "Output limited to the half-map FSC-0.143 resolution."
         return "No resolution limit (one map and no resolution given)."
@@ -328,9 +339,11 @@ class ProtDeepEMhancer(ProtAnalysis3D):
                    self.weightsDescription.get() or self.getModelName()))
         limit = self.resolutionLimitUsed.get()
         if self.limitResolution and limit:
-            text += ("The network's output was kept up to %.2f A (%s) and the input data beyond it. "
+            text += ("The network's output was kept up to %.2f A (%s) and %s. "
                      % (limit, "the unmasked half-map FSC-0.143" if not self.resolutionLimit.get() > 0
-                        else "a resolution set by hand"))
+                        else "a resolution set by hand",
+                        "given, shell by shell, the Fourier amplitudes of the FSC-weighted, Guinier-sharpened "
+                        "average low-passed there" if self.matchAmplitudes else "the input data beyond it"))
         else:
             text += "The network's output was kept at all resolutions. "
         text += ("The network's response to pure noise was %s. The result is %s."
@@ -406,6 +419,8 @@ class ProtDeepEMhancer(ProtAnalysis3D):
             args += ["--no-resolution-limit"]
         elif self.resolutionLimit.get() > 0:
             args += ["--resolution", "%g" % self.resolutionLimit.get()]
+        if self.limitResolution and not self.matchAmplitudes:
+            args += ["--no-match-amplitudes"]
         if not self.nullCorrection:
             args += ["--no-null-correction"]
         args += ["-b", str(self.batchSize.get()), "--stride", str(self.stride.get()),

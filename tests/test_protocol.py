@@ -133,9 +133,15 @@ class TestDeepEMhancerProtocol(DeepEMhancerTestBase):
         self.assertFalse(pSingle.hasAttribute("outputConfidence"))  # one map: no confidence
         self.assertNotIn("--confidence", pSingle.getEngineArgList())
         self.assertFalse(pSingle.evalParamCondition("computeConfidence"))  # hidden for one map
-        self.assertIn("Output limited to 6.50 A (set by hand)", "\n".join(pSingle.summary()))
+        self.assertIn("Output limited to 6.50 A (set by hand), with the shell amplitudes of the classical",
+                      "\n".join(pSingle.summary()))
+        self.assertNotIn("--no-match-amplitudes", pHalves.getEngineArgList())
+        pHalves.matchAmplitudes.set(False)
+        self.assertIn("--no-match-amplitudes", pHalves.getEngineArgList())
         pHalves.limitResolution.set(False)
         self.assertIn("--no-resolution-limit", pHalves.getEngineArgList())
+        self.assertNotIn("--no-match-amplitudes", pHalves.getEngineArgList())  # no limit: nothing to match
+        self.assertFalse(pHalves.evalParamCondition("matchAmplitudes"))
 
     def assertProvenance(self, prot, threads):
         """Summary and methods name the weights (name, version, SHA-256 prefix, simulated data), the
@@ -339,7 +345,7 @@ class TestDeepEMhancerValidate(DeepEMhancerTestBase):
         form = self.newDeepEMhancer().getDefinition()
         levels = {name: param.expertLevel.get() for name, param in form.iterParams()}
         advanced = {"batchSize", "stride", "blending", "lattice", "limitResolution", "resolutionLimit",
-                    "nullCorrection", "cpuFallback"}
+                    "matchAmplitudes", "nullCorrection", "cpuFallback"}
         main = {"useHalfMaps", "halfMapsAttached", "computeConfidence", "inputHalf1", "inputHalf2", "inputVolume",
                 "normalization",
                 "inputMask", "modelType", "performCleaning", "cleaningStrength", "useGpu", "gpuList"}

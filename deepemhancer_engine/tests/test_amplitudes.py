@@ -50,14 +50,33 @@ def test_shells_the_reference_leaves_empty_come_out_empty():
     assert f_out[beyond].max() < 1e-4 * f_vol[beyond].max()
 
 
+def test_offset_and_scale_of_the_reference_change_only_the_scale():
+    """A user's map on another scale and offset gives the same output up to that scale: the offset, multiplied
+    by the envelope, must not pass for low-resolution power (the robustness sweep's scale cells failed so)."""
+    vol = blob_map((36, 36, 36), seed=8, noise=0.05)
+    ref = M.apply_bfactor(vol, VS, -50.0)
+    weight = np.zeros(vol.shape, np.float32)
+    weight[6:30, 6:30, 6:30] = 1.0
+    out, gain = match_amplitudes(vol, ref, VS, weight=weight)
+    moved, moved_gain = match_amplitudes(vol, 250.0 * ref - 3.0, VS, weight=weight)
+    assert gain[0] == moved_gain[0] == 1.0  # the output's mean is its own
+    np.testing.assert_allclose(moved_gain[1:], 250.0 * gain[1:], rtol=1e-3)
+    np.testing.assert_allclose(moved - moved.mean(), 250.0 * (out - out.mean()), atol=1e-3 * np.abs(moved).max())
+
+
 def test_gain_is_capped_and_weight_is_used():
     vol = blob_map((32, 32, 32), seed=5, noise=0.05)
     _, gain = match_amplitudes(vol, 1000.0 * vol, VS)
-    assert gain.max() == pytest.approx(MAX_SHELL_GAIN)
+    np.testing.assert_allclose(gain[1:], 1000.0, rtol=1e-4)  # the cap is relative: scale alone passes
+    boosted = M.apply_bfactor(vol, VS, -150.0).astype(np.float64)  # the high shells far above the rest
+    _, gain = match_amplitudes(vol, boosted, VS)
+    overall = float(np.sqrt(boosted.var() / vol.astype(np.float64).var()))
+    assert gain.max() == pytest.approx(MAX_SHELL_GAIN * overall, rel=0.05)  # (rfft half-space, no Hermitian weights)
     weight = np.zeros(vol.shape, np.float32)
     weight[8:24, 8:24, 8:24] = 1.0
     ref = vol.copy()
-    ref[weight == 0] *= 5.0  # the reference differs only where the weight is 0
+    outside = weight == 0  # the reference differs only where the weight is 0 (shuffled there: the same mean)
+    ref[outside] = np.random.default_rng(9).permutation(ref[outside])
     _, g_w = match_amplitudes(vol, ref, VS, weight=weight)
     _, g_all = match_amplitudes(vol, ref, VS)
     np.testing.assert_allclose(g_w[g_w > 0], 1.0, rtol=1e-4)
