@@ -246,8 +246,14 @@ def intensity_ratio(output: np.ndarray, input_map: np.ndarray, molecule: np.ndar
 def radial_amplitude(volume: np.ndarray, voxel_size: float | Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """Shell centres (1/A) and mean Fourier amplitude per shell (the Guinier plot is its log vs s^2)."""
     index, weight, _, freq = _shells(np.shape(volume), as_xyz(voxel_size))
-    amp = _shell_sum(np.abs(_rfft(volume)), index, weight, len(freq))
-    cnt = _shell_sum(np.ones(index.shape), index, weight, len(freq))
+    f = _rfft(volume)
+    n = len(freq)
+    amp, cnt = np.zeros(n), np.zeros(n)
+    for k in range(f.shape[0]):  # plane by plane: no volume-sized |F|, weight or count arrays
+        keep = index[k] >= 0
+        idx, w = index[k][keep], weight[k][keep]
+        amp += np.bincount(idx, weights=np.abs(f[k][keep]) * w, minlength=n)[:n]
+        cnt += np.bincount(idx, weights=w, minlength=n)[:n]
     return freq, amp / np.maximum(cnt, 1)
 
 
@@ -340,7 +346,10 @@ def fsc_weight(volume: np.ndarray, voxel_size: float | Sequence[float], curve: F
     f = np.clip(curve.fsc, 0.0, 1.0)
     w = np.append(np.sqrt(2.0 * f / (1.0 + f)), 0.0).astype(np.float32)  # index -1 -> 0
     volume = np.asarray(volume, dtype=np.float32)
-    out = scipy.fft.irfftn(_rfft(volume) * w[index], s=volume.shape, workers=-1)
+    transform = _rfft(volume)
+    for k in range(transform.shape[0]):  # in place, plane by plane (no volume-sized weight array)
+        transform[k] *= w[index[k]]
+    out = scipy.fft.irfftn(transform, s=volume.shape, workers=-1)
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
