@@ -222,9 +222,10 @@ class EnhanceConfig:
     #: Beyond the resolution limit, put the data back only inside the molecule's envelope (the solvent keeps
     #: no speckle); False: over the whole box (``--no-solvent-envelope``).
     solvent_envelope: bool = True
-    #: With a resolution limit, give the output the shell amplitudes of the classical map (the average FSC-weighted,
-    #: Guinier-sharpened and low-passed at the limit, as RELION's post-processing): the network sets the density,
-    #: the data set how strong each shell is (:func:`postprocess.match_amplitudes`; ``--no-match-amplitudes``).
+    #: With a resolution limit, give the output the shell amplitudes of the classical map (the average FSC-weighted
+    #: when half maps give a curve, Guinier-sharpened and low-passed at the limit, as RELION's post-processing):
+    #: the network sets the density, the data set how strong each shell is (:func:`postprocess.match_amplitudes`;
+    #: ``--no-match-amplitudes``).
     match_amplitudes: bool = True
 
     def __post_init__(self) -> None:

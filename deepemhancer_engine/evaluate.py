@@ -313,6 +313,8 @@ def evaluate(
                               halves_identical=half1 is half2 or bool(np.array_equal(half1, half2)),
                               model=str(model) if model is not None else None)
     raw = _half_map_fsc(half1, half2, vs, resolution, result)
+    if not result.halves_identical and hasattr(enhancer, "with_fsc"):  # every map made as the CLI makes it
+        enhancer = enhancer.with_fsc(raw)
     volumes = _variants(half1, half2, vs, enhanced, enhancer, resolution, result)
     calibrated = None
     if model is not None:
@@ -692,28 +694,37 @@ def _apply(enhancer: Enhancer, volume: np.ndarray, resolution: float | None) -> 
 
 class NetworkEnhancer:
     """``volume -> enhanced volume`` for maps of one voxel size with a loaded network; ``resolution``
-    (A) is the limit of :func:`pipeline.enhance` (None: ``config.resolution``)."""
+    (A) is the limit of :func:`pipeline.enhance` (None: ``config.resolution``); ``fsc``: the half maps' FSC curve
+    the CLI gives :func:`pipeline.enhance` (conditioning and the classical map's FSC weighting), set by
+    :func:`evaluate` for half maps (:meth:`with_fsc`), so that every map it enhances is made as a user's run
+    makes it."""
 
     takes_resolution = True
 
-    def __init__(self, config, voxel_size, loaded) -> None:
-        self.config, self.voxel_size, self.loaded = config, voxel_size, loaded
+    def __init__(self, config, voxel_size, loaded, fsc=None) -> None:
+        self.config, self.voxel_size, self.loaded, self.fsc = config, voxel_size, loaded, fsc
 
     def __call__(self, volume: np.ndarray, resolution: float | None = None) -> np.ndarray:
         from .pipeline import enhance
 
-        return enhance(volume, self.voxel_size, config=self.config, model=self.loaded, resolution=resolution)
+        return enhance(volume, self.voxel_size, config=self.config, model=self.loaded, resolution=resolution,
+                       fsc=self.fsc)
+
+    def with_fsc(self, curve) -> NetworkEnhancer:
+        """This enhancer with the half maps' FSC curve."""
+        return NetworkEnhancer(self.config, self.voxel_size, self.loaded, curve)
 
     def envelope(self, volume: np.ndarray, resolution: float | None = None) -> np.ndarray | None:
         """Where the enhancement of ``volume`` puts the data beyond ``resolution`` back
         (:func:`pipeline.data_envelope`; None: everywhere)."""
         from .pipeline import data_envelope
 
-        return data_envelope(volume, self.voxel_size, config=self.config, model=self.loaded, resolution=resolution)
+        return data_envelope(volume, self.voxel_size, config=self.config, model=self.loaded, resolution=resolution,
+                             fsc=self.fsc)
 
     def without_skipping(self) -> NetworkEnhancer:
         """This enhancer running every cube (``EnhanceConfig.every_cube``; see :func:`every_cube`)."""
-        return NetworkEnhancer(self.config.every_cube(), self.voxel_size, self.loaded)
+        return NetworkEnhancer(self.config.every_cube(), self.voxel_size, self.loaded, self.fsc)
 
     def matched_to(self, *volumes: np.ndarray, resolution: float | None = None) -> NetworkEnhancer:
         """This enhancer with its input normalisation fixed to the noise statistics ``volumes`` get (their mean
@@ -741,7 +752,8 @@ class NetworkEnhancer:
         norm = dataclasses.replace(self.config.normalization, mode=NormMode.STATS,
                                    noise_mean=float(np.mean([m for m, _ in stats])),
                                    noise_std=float(np.sqrt(np.mean([sd * sd for _, sd in stats]))))
-        return NetworkEnhancer(dataclasses.replace(self.config, normalization=norm), self.voxel_size, self.loaded)
+        return NetworkEnhancer(dataclasses.replace(self.config, normalization=norm), self.voxel_size, self.loaded,
+                               self.fsc)
 
 
 def make_enhancer(config, voxel_size, *, loaded=None) -> NetworkEnhancer:

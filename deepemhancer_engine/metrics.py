@@ -340,11 +340,17 @@ def sharpen_lowpass(
 
 
 def fsc_weight(volume: np.ndarray, voxel_size: float | Sequence[float], curve: FSCCurve) -> np.ndarray:
-    """Weight each shell by ``sqrt(2 FSC / (1 + FSC))`` (FSC clipped to [0, 1]; beyond Nyquist 0)."""
+    """Weight each shell by ``sqrt(2 FSC / (1 + FSC))`` (FSC clipped to [0, 1]; beyond Nyquist 0). A curve
+    measured on another box (e.g. evaluate's noise maps with the pair's curve) is read at the shells' frequencies
+    (0 beyond its last)."""
     vs = as_xyz(voxel_size)
-    index, _, _, _ = _shells(np.shape(volume), vs)
+    index, _, _, freq = _shells(np.shape(volume), vs)
     f = np.clip(curve.fsc, 0.0, 1.0)
-    w = np.append(np.sqrt(2.0 * f / (1.0 + f)), 0.0).astype(np.float32)  # index -1 -> 0
+    w = np.sqrt(2.0 * f / (1.0 + f))
+    if len(freq) != len(curve.freq) or not np.allclose(freq, curve.freq):  # a curve of another box: by frequency
+        step = curve.freq[1] - curve.freq[0] if len(curve.freq) > 1 else np.inf
+        w = np.where(freq <= curve.freq[-1] + 0.5 * step, np.interp(freq, curve.freq, w), 0.0)
+    w = np.append(w, 0.0).astype(np.float32)  # index -1 -> 0
     volume = np.asarray(volume, dtype=np.float32)
     transform = _rfft(volume)
     for k in range(transform.shape[0]):  # in place, plane by plane (no volume-sized weight array)

@@ -120,8 +120,10 @@ def enhance(
     ``resolution`` (A; default ``config.resolution``): the network sees the map conditioned at it
     (``config.condition``, :func:`condition.condition`; ``fsc``: the half maps' FSC curve for FSC weighting)
     and its output is kept up to it, the input's data beyond (:func:`postprocess.limit_resolution`, inside
-    the molecule's envelope with ``config.solvent_envelope``); the limit is off with ``config.limit_resolution``
-    False.
+    the molecule's envelope with ``config.solvent_envelope``); then, with ``config.match_amplitudes``, each
+    Fourier shell gets the power of the classical map (:func:`metrics.sharpen_average` of ``volume``, FSC-weighted
+    by ``fsc`` when given) inside the envelope, which also damps the data beyond the limit
+    (:func:`postprocess.match_amplitudes`). The limit is off with ``config.limit_resolution`` False.
     """
     from .normalize import denormalize
     from .resample import from_working_grid
@@ -137,7 +139,7 @@ def enhance(
     clock = _StageClock(timings)
     limit = resolution if resolution is not None else config.resolution
     norm, ninfo, rinfo, work_mask = _network_input(volume, vs, config, mask, target_vs, limit, fsc, clock)
-    envelope = _data_envelope(norm, config, limit, rinfo, clock)
+    envelope = _molecule_envelope(norm, config, limit, rinfo, clock)
     pred = _run_network(model, norm, config, vs, target_vs, work_mask, progress, clock, limit)
     del norm
     with clock("resample_back"):
@@ -188,10 +190,20 @@ def _data_envelope(norm: np.ndarray, config: EnhanceConfig, limit: float | None,
                    ) -> np.ndarray | None:
     """Where the resolution limit puts the data back (:func:`normalize.molecule_envelope` of the normalised
     map, back on the input grid); None when the data come back everywhere."""
+    if not config.solvent_envelope:
+        return None
+    return _molecule_envelope(norm, config, limit, rinfo, clock)
+
+
+def _molecule_envelope(norm: np.ndarray, config: EnhanceConfig, limit: float | None, rinfo, clock: _StageClock
+                       ) -> np.ndarray | None:
+    """The molecule's soft envelope on the input grid, when a resolution limit applies and something uses it:
+    the limit's data beyond ``d`` (``config.solvent_envelope``) or the shell amplitudes, always measured inside
+    it (``config.match_amplitudes``); None otherwise or when no molecule is found."""
     from .normalize import molecule_envelope
     from .resample import from_working_grid
 
-    if not (config.solvent_envelope and config.limit_resolution and limit is not None):
+    if not (config.limit_resolution and limit is not None and (config.solvent_envelope or config.match_amplitudes)):
         return None
     with clock("envelope"):
         env = molecule_envelope(norm, config.normalization.target_std)
@@ -248,10 +260,14 @@ def _postprocess(out: np.ndarray, volume: np.ndarray, vs: tuple[float, float, fl
 
     if config.limit_resolution and limit is not None:
         with clock("limit"):
-            out, _ = limit_resolution(out, volume, vs, float(limit), envelope=envelope)
+            out, _ = limit_resolution(out, volume, vs, float(limit),
+                                      envelope=envelope if config.solvent_envelope else None)
         if config.match_amplitudes:
             with clock("amplitudes"):
                 reference, _ = sharpen_average(volume, vs, float(limit), fsc)
+                # no cut beyond d: the envelope's product keeps some power there in the reference, so the data
+                # beyond the limit come back damped (train split: the cut costs 0.55 A of masked FSC-0.5 for
+                # +0.001 CC_mask; docs/design.md, "Shell amplitudes")
                 out, _ = match_amplitudes(out, reference, vs, weight=envelope)
                 del reference
     elif config.limit_resolution:
@@ -423,7 +439,7 @@ def _enhance_with_confidence(halves: list, voxel_size, *, config, mask, model, p
     halves.clear()
     if half1.shape != half2.shape:
         raise InputError(f"half maps differ in shape: {half1.shape} and {half2.shape}")
-    if fsc is None and (d_half is None or config.condition is ConditionMode.FSCWEIGHT):
+    if fsc is None and (d_half is None or config.condition is ConditionMode.FSCWEIGHT or config.match_amplitudes):
         fsc = half_map_fsc(half1, half2, vs)
     if d_half is None:
         d_half = fsc.resolution(0.143)

@@ -23,7 +23,7 @@ import scipy.fft
 from scipy import ndimage
 
 from .errors import InputError
-from .fourier import cosine_edge, frequency_planes
+from .fourier import as_xyz, cosine_edge, frequency_planes
 
 log = logging.getLogger(__name__)
 
@@ -183,20 +183,21 @@ def limit_resolution(
     return np.ascontiguousarray(out, dtype=np.float32), c
 
 
-def _shell_bins(shape: tuple[int, ...], voxel_size: Sequence[float]):
-    """``(number of shells, plane -> shell index)``: the FSC's one-voxel shells (``metrics.fsc``), one Z plane
-    of the ``rfftn`` grid at a time; corners beyond Nyquist get shells of their own."""
-    vx, vy, vz = voxel_size
+def _shell_bins(shape: tuple[int, ...], voxel_size: float | Sequence[float]):
+    """``(number of shells, shell width in 1/A, plane -> shell index)``: the FSC's one-voxel shells
+    (``metrics.fsc``: ``rint(|s| / width)``), one Z plane of the ``rfftn`` grid at a time; corners beyond
+    Nyquist get shells of their own (the FSC drops them)."""
+    vs = as_xyz(voxel_size)
     nz, ny, nx = shape
-    width = 1.0 / max(nx * vx, ny * vy, nz * vz)
-    s_max = math.sqrt(sum((0.5 / v) ** 2 for v in voxel_size))
+    width = 1.0 / max(nx * vs[0], ny * vs[1], nz * vs[2])
+    s_max = math.sqrt(sum((0.5 / v) ** 2 for v in vs))
     n = int(math.floor(s_max / width)) + 2
 
     def planes():
-        for k, s in enumerate(frequency_planes(shape, voxel_size)):
+        for k, s in enumerate(frequency_planes(shape, vs)):
             yield k, np.minimum(np.rint(s / width).astype(np.int64), n - 1)
 
-    return n, planes
+    return n, width, planes
 
 
 def _shell_power(volume: np.ndarray, weight: np.ndarray | None, n: int, planes) -> np.ndarray:
@@ -217,19 +218,22 @@ def _shell_power(volume: np.ndarray, weight: np.ndarray | None, n: int, planes) 
 def match_amplitudes(
     enhanced: npt.ArrayLike,
     reference: npt.ArrayLike,
-    voxel_size: Sequence[float],
+    voxel_size: float | Sequence[float],
     *,
     weight: npt.ArrayLike | None = None,
+    resolution: float | None = None,
 ) -> tuple[npt.NDArray[np.float32], np.ndarray]:
     """Scale each Fourier shell of ``enhanced`` so that its power inside ``weight`` (0..1, e.g. the molecule's
     envelope; None: the whole box) equals that of ``reference``: ``out = F^-1[g(|s|) F(enhanced)]`` with
     ``g = sqrt(P_ref / P_enh)`` per one-voxel shell (at most :data:`MAX_SHELL_GAIN` times the ratio for the
-    whole maps), each map's mean removed
-    before it is weighted; the mean (shell 0) is left as it is.
+    whole maps), each map's mean removed before it is weighted; the mean (shell 0) is left as it is.
+    ``resolution`` (A): shells more than one shell beyond ``1 / resolution`` get nothing. Without it (the
+    pipeline's choice), a reference low-passed there still has power in them once multiplied by ``weight``
+    (the envelope spreads its low-pass edge), so what ``enhanced`` holds beyond comes back damped to that.
 
     The network decides where the density is; the data decide how strong each resolution shell is. A real,
-    positive factor per FSC shell leaves the FSC between two such outputs unchanged in every shell where both
-    keep power; shells that ``reference`` leaves empty (beyond its low-pass) come out empty.
+    positive factor per FSC shell leaves the (unmasked) FSC between two such outputs unchanged in every shell
+    where both keep power.
 
     Returns the map (float32) and the gain per shell.
     """
@@ -240,12 +244,17 @@ def match_amplitudes(
     w = None if weight is None else np.asarray(weight, dtype=np.float32)
     if w is not None and w.shape != enhanced.shape:
         raise InputError(f"weight {w.shape} and map {enhanced.shape} differ in shape")
-    n, planes = _shell_bins(enhanced.shape, voxel_size)
+    n, width, planes = _shell_bins(enhanced.shape, voxel_size)
     p_ref = _shell_power(reference, w, n, planes)
     p_enh = _shell_power(enhanced, w, n, planes)
+    kept = np.arange(n) * width <= (1.0 / resolution + width if resolution else np.inf)
+    p_ref[~kept] = 0.0
     with np.errstate(divide="ignore", invalid="ignore"):
         gain = np.where(p_enh > 0, np.sqrt(p_ref / np.where(p_enh > 0, p_enh, 1.0)), 0.0)
     overall = math.sqrt(p_ref[1:].sum() / p_enh[1:].sum()) if p_enh[1:].sum() > 0 else 1.0
+    if overall == 0.0:
+        log.warning("The classical map is empty (the half maps share no signal up to the limit): the output "
+                    "keeps only its mean")
     gain = np.minimum(gain, MAX_SHELL_GAIN * overall).astype(np.float32)
     gain[0] = 1.0  # the mean stays the output's own (its solvent at 0)
     f = scipy.fft.rfftn(enhanced, workers=-1)
@@ -253,6 +262,8 @@ def match_amplitudes(
         f[k] *= gain[idx]
     out = scipy.fft.irfftn(f, s=enhanced.shape, workers=-1)
     del f
-    log.info("Shell amplitudes matched to the classical map (gain %.3g-%.3g up to the limit)",
-             float(gain[: max(1, n // 2)].min()), float(gain[: max(1, n // 2)].max()))
+    inside = gain[1:][kept[1:]]
+    if inside.size:
+        log.info("Shell amplitudes matched to the classical map (gain %.3g-%.3g up to the limit)",
+                 float(inside.min()), float(inside.max()))
     return np.ascontiguousarray(out, dtype=np.float32), gain

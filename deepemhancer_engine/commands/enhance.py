@@ -60,7 +60,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                           "gaussian blending and a stride of at most half the cube), cubic = all (the original; "
                           "default otherwise)")
     adv.add_argument("--resolution", type=float, default=None, metavar="A",
-                     help="keep the network's output up to this resolution (A) and the input's data beyond it "
+                     help="keep the network's output up to this resolution (A), the input's data beyond it damped "
                           "(default: the half-map FSC-0.143 with -i2; no limit for a single map)")
     adv.add_argument("--no-resolution-limit", dest="limit_resolution", action="store_false",
                      help="keep everything the network returns, also beyond the resolution of the data")
@@ -73,7 +73,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                           "inside the molecule's envelope, so the solvent keeps no speckle)")
     adv.add_argument("--no-match-amplitudes", dest="match_amplitudes", action="store_false",
                      help="keep the network's own shell amplitudes (default with a resolution limit: those of the "
-                          "FSC-weighted, sharpened average low-passed at the limit, measured inside the molecule)")
+                          "classical map, the average sharpened by its Guinier B and low-passed at the limit, "
+                          "FSC-weighted with half maps, measured inside the molecule's envelope)")
     adv.add_argument("--no-null-correction", dest="null_correction", action="store_false",
                      help="keep the network's response to pure noise (a faint fixed pattern tied to the cube "
                           "grid) instead of subtracting it")

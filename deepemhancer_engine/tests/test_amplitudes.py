@@ -8,7 +8,7 @@ import pytest
 from deepemhancer_engine import metrics as M
 from deepemhancer_engine.config import EnhanceConfig
 from deepemhancer_engine.errors import InputError
-from deepemhancer_engine.pipeline import enhance, half_map_fsc, load
+from deepemhancer_engine.pipeline import data_envelope, enhance, half_map_fsc, load
 from deepemhancer_engine.postprocess import MAX_SHELL_GAIN, match_amplitudes
 from deepemhancer_engine.tests.test_cli import blob_map
 
@@ -59,7 +59,7 @@ def test_offset_and_scale_of_the_reference_change_only_the_scale():
     weight[6:30, 6:30, 6:30] = 1.0
     out, gain = match_amplitudes(vol, ref, VS, weight=weight)
     moved, moved_gain = match_amplitudes(vol, 250.0 * ref - 3.0, VS, weight=weight)
-    assert gain[0] == moved_gain[0] == 1.0  # the output's mean is its own
+    assert moved.mean() == pytest.approx(vol.mean(), rel=1e-4)  # the output's mean is its own
     np.testing.assert_allclose(moved_gain[1:], 250.0 * gain[1:], rtol=1e-3)
     np.testing.assert_allclose(moved - moved.mean(), 250.0 * (out - out.mean()), atol=1e-3 * np.abs(moved).max())
 
@@ -87,27 +87,80 @@ def test_gain_is_capped_and_weight_is_used():
         match_amplitudes(vol, vol, VS, weight=weight[:-1])
 
 
+def _power_beyond(volume: np.ndarray, cutoff: float) -> float:
+    """Share of the map's power (mean removed) in shells beyond ``cutoff`` (1/A)."""
+    f = np.abs(np.fft.rfftn(volume - volume.mean())) ** 2
+    s = np.sqrt(sum(g**2 for g in np.meshgrid(np.fft.fftfreq(volume.shape[0], VS[2]),
+                                              np.fft.fftfreq(volume.shape[1], VS[1]),
+                                              np.fft.rfftfreq(volume.shape[2], VS[0]), indexing="ij")))
+    return float(f[s > cutoff].sum() / f.sum())
+
+
 def test_enhance_gives_the_classical_maps_amplitudes(tiny_weights):
-    """With a limit, the enhanced map's shell power inside the envelope is the classical map's (the FSC-weighted,
-    sharpened average); without the limit, or with --no-match-amplitudes, nothing is matched."""
+    """With a limit and the default envelope, the enhanced map's shell power inside the envelope is the classical
+    map's (the FSC-weighted, sharpened average); the data beyond the limit come back damped (the envelope's
+    product leaves the low-passed reference some power there), and with ``resolution`` nothing is left beyond;
+    without the limit, or with --no-match-amplitudes, nothing is matched."""
     truth = blob_map((40, 40, 40), seed=6, noise=0.0)
     rng = np.random.default_rng(7)
     h1, h2 = (truth + rng.normal(0, 0.3, truth.shape).astype(np.float32) for _ in range(2))
     average = 0.5 * (h1 + h2)
     curve = half_map_fsc(h1, h2, VS)
     d = curve.resolution(0.143)
-    config = EnhanceConfig(weights=tiny_weights, solvent_envelope=False)
+    config = EnhanceConfig(weights=tiny_weights)
     model = load(config)
     out = enhance(average, VS, config=config, model=model, resolution=d, fsc=curve)
+    width = 1.0 / (40 * 1.2)
+    plain = enhance(average, VS, config=EnhanceConfig(weights=tiny_weights, match_amplitudes=False), model=model,
+                    resolution=d, fsc=curve)
+    beyond = 1.0 / d + 1.5 * width
+    assert 1e-9 < _power_beyond(out, beyond) < _power_beyond(plain, beyond)  # damped, not dropped
+    # the default is the former output (the limit, data beyond inside the envelope) matched inside the envelope
+    # to the FSC-weighted classical map
+    env = data_envelope(average, VS, config=config, model=model, resolution=d, fsc=curve)
     ref, _ = M.sharpen_average(average, VS, d, curve)
-    _, gain = match_amplitudes(out, ref, VS)  # matching a matched map again changes nothing
-    below_d = int(40 * 1.2 / d)  # shells up to the limit (beyond, the reference's power is round-off)
-    np.testing.assert_allclose(gain[:below_d], 1.0, rtol=1e-3)
-    plain = enhance(average, VS, config=EnhanceConfig(weights=tiny_weights, solvent_envelope=False,
-                                                      match_amplitudes=False), model=model, resolution=d, fsc=curve)
-    assert not np.allclose(out, plain)
+    np.testing.assert_allclose(match_amplitudes(plain, ref, VS, weight=env)[0], out, atol=1e-5 * np.abs(out).max())
+    cut, _ = match_amplitudes(plain, ref, VS, weight=env, resolution=d)
+    assert _power_beyond(cut, beyond) < 1e-9
+    unweighted, _ = M.sharpen_average(average, VS, d, None)
+    assert not np.allclose(match_amplitudes(plain, unweighted, VS, weight=env)[0], out,
+                           atol=1e-3 * np.abs(out).max())
     unlimited = EnhanceConfig(weights=tiny_weights, limit_resolution=False)
     np.testing.assert_array_equal(
         enhance(average, VS, config=unlimited, model=model, resolution=d, fsc=curve),
         enhance(average, VS, config=EnhanceConfig(weights=tiny_weights, limit_resolution=False,
                                                   match_amplitudes=False), model=model, resolution=d, fsc=curve))
+
+
+def test_one_map_with_a_resolution_and_no_envelope_flag(tiny_weights):
+    """One map with --resolution (no FSC curve: the classical map is not FSC-weighted) and --no-solvent-envelope
+    (the amplitudes are still measured inside the molecule's envelope) both match."""
+    vol = blob_map((40, 40, 40), seed=10, noise=0.3)
+    model = load(EnhanceConfig(weights=tiny_weights))
+    env = data_envelope(vol, VS, config=EnhanceConfig(weights=tiny_weights), model=model, resolution=6.0)
+    assert env is not None
+    ref, _ = M.sharpen_average(vol, VS, 6.0, None)
+    for flags in ({}, {"solvent_envelope": False}):
+        out = enhance(vol, VS, config=EnhanceConfig(weights=tiny_weights, **flags), model=model, resolution=6.0)
+        plain = enhance(vol, VS, config=EnhanceConfig(weights=tiny_weights, match_amplitudes=False, **flags),
+                        model=model, resolution=6.0)
+        np.testing.assert_allclose(match_amplitudes(plain, ref, VS, weight=env)[0], out, atol=1e-5 * np.abs(out).max())
+
+
+def test_fsc_weight_reads_a_curve_of_another_box_by_frequency():
+    """evaluate enhances its noise maps (another box) with the pair's curve: the weights are read at each shell's
+    frequency; on the curve's own box they are the curve's."""
+    a = blob_map((30, 30, 30), seed=11, noise=0.2)
+    b = a + np.random.default_rng(12).normal(0, 0.2, a.shape).astype(np.float32)
+    curve = M.fsc(a, b, VS)
+    same = M.fsc_weight(a, VS, curve)
+    big = blob_map((44, 40, 36), seed=13, noise=0.2)
+    weighted = M.fsc_weight(big, VS, curve)  # no IndexError
+    assert weighted.shape == big.shape and np.isfinite(weighted).all()
+    flat = M.FSCCurve(freq=curve.freq, fsc=np.ones_like(curve.fsc), n=curve.n)  # FSC 1 up to the same Nyquist
+    np.testing.assert_allclose(M.fsc_weight(big, VS, flat), M.fsc_weight(big, VS, M.fsc(big, big, VS)), atol=1e-5)
+    index, _, _, _ = M._shells(a.shape, VS)
+    f = np.clip(curve.fsc, 0, 1)
+    w = np.append(np.sqrt(2 * f / (1 + f)), 0.0).astype(np.float32)
+    expected = np.fft.irfftn(np.fft.rfftn(a) * w[index], a.shape)
+    np.testing.assert_allclose(same, expected, atol=1e-5)  # the curve's own box: its shells exactly
