@@ -12,6 +12,8 @@ the classical map and the envelope, and scored like ``quality.py`` (``evaluate.m
   the same arrays as ``enhance`` with the default configuration); the envelope's product leaves the low-passed
   reference some power beyond ``d``, so the limit's data there come back damped;
 - ``matched, cut beyond d``: the same with every shell beyond ``1/d`` + one shell set to 0 (``resolution=d``);
+- ``matched, no FSC weighting``: matched to the classical map made without the FSC weighting (Guinier
+  sharpening and low-pass only, as for one map with ``--resolution``);
 - ``matched up to d``: the matched gain up to 1/d, the former output beyond (the data beyond the limit kept);
 - ``blend 0.5``: half the former output, half the classical map in the envelope scaled to it;
 - ``classical`` and ``average``: the references (best classical per metric is the better of the two).
@@ -48,7 +50,8 @@ from deepemhancer_engine.postprocess import _shell_bins, match_amplitudes  # noq
 
 log = logging.getLogger("amplitude_tune")
 METRICS = ("fsc0.5_masked_A", "cc_mask", "cc_box", "solvent_rms_ratio")
-VARIANTS = ("network", "matched", "matched, cut beyond d", "matched up to d", "blend 0.5", "classical", "average")
+VARIANTS = ("network", "matched", "matched, cut beyond d", "matched, no FSC weighting", "matched up to d", "blend 0.5",
+            "classical", "average")
 
 
 def _apply_gain(volume: np.ndarray, gain: np.ndarray, vs) -> np.ndarray:
@@ -74,13 +77,14 @@ def variants(pair, loaded, base) -> tuple[dict[str, np.ndarray], float]:
     classical, _ = M.sharpen_average(average, vs, d, curve)
     matched, gain = match_amplitudes(network, classical, vs, weight=envelope)
     cut, _ = match_amplitudes(network, classical, vs, weight=envelope, resolution=d)
+    unweighted, _ = match_amplitudes(network, M.sharpen_average(average, vs, d, None)[0], vs, weight=envelope)
     nz, ny, nx = average.shape
     width = 1.0 / max(nx * vs[0], ny * vs[1], nz * vs[2])
     kept = gain.copy()
     kept[np.arange(len(gain)) * width > 1.0 / d] = 1.0
     w = np.ones_like(average) if envelope is None else envelope
     scale = float((network * classical * w).sum() / max(float((classical * classical * w).sum()), 1e-30))
-    maps = {"network": network, "matched": matched, "matched, cut beyond d": cut,
+    maps = {"network": network, "matched": matched, "matched, cut beyond d": cut, "matched, no FSC weighting": unweighted,
             "matched up to d": _apply_gain(network, kept, vs),
             "blend 0.5": 0.5 * network + 0.5 * scale * classical * w, "classical": classical, "average": average}
     return maps, d

@@ -26,7 +26,7 @@ import scipy.fft
 from scipy import ndimage
 
 from .errors import InputError
-from .fourier import as_xyz, cosine_edge, frequency_grid, frequency_planes, hermitian_weights, lowpass_response
+from .fourier import as_xyz, axis_frequencies, cosine_edge, frequency_planes, hermitian_weights, lowpass_response
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +49,35 @@ class FSCCurve:
         return resolution_at(self, threshold)
 
 
-@functools.lru_cache(maxsize=4)
-def _shells(shape: tuple[int, int, int], voxel_size: tuple[float, float, float]):
-    """Shell index (-1 beyond Nyquist), Hermitian weights, |s| of the rfft grid and shell centres."""
+@functools.lru_cache(maxsize=16)
+def _shell_layout(shape: tuple[int, int, int], voxel_size: tuple[float, float, float]) -> tuple[int, float]:
+    """``(number of shells, shell width in 1/A)``: one-voxel shells of the largest box edge up to the coarsest
+    axis's Nyquist."""
     nz, ny, nx = shape
     vx, vy, vz = voxel_size
-    s = frequency_grid(shape, voxel_size)
     width = 1.0 / max(nx * vx, ny * vy, nz * vz)
-    n_shells = int(math.floor(0.5 / max(voxel_size) / width + 1e-6)) + 1
-    index = np.rint(s / width).astype(np.int64)
-    index[index >= n_shells] = -1
-    weight = np.broadcast_to(hermitian_weights(shape), s.shape)
-    return index, weight, s, np.arange(n_shells) * width
+    return int(math.floor(0.5 / max(voxel_size) / width + 1e-6)) + 1, width
+
+
+def _shell_planes(shape: tuple[int, int, int], voxel_size: tuple[float, float, float]):
+    """Per Z plane of the ``rfftn`` grid: ``(k, shell index (-1 beyond Nyquist), Hermitian weights)``. The same
+    |s| (the same float64 operations in the same order as ``fourier.frequency_grid``) and bins as a whole-grid
+    index, without its volume-sized float64 |s| and int64 index (together 2 maps' worth of memory at 384^3,
+    which a cache would keep for the whole run)."""
+    n_shells, width = _shell_layout(shape, voxel_size)
+    fz, fy, fx = axis_frequencies(shape, voxel_size)
+    yx_y, yx_x = fy[0] ** 2, fx[0] ** 2
+    weight = hermitian_weights(shape)[0]
+    for k in range(shape[0]):
+        s = np.sqrt(fz[k] ** 2 + yx_y + yx_x)
+        index = np.rint(s / width).astype(np.int64)
+        index[index >= n_shells] = -1
+        yield k, index, np.broadcast_to(weight, index.shape)
+
+
+def _shell_freq(shape: tuple[int, int, int], voxel_size: tuple[float, float, float]) -> np.ndarray:
+    n_shells, width = _shell_layout(shape, voxel_size)
+    return np.arange(n_shells) * width
 
 
 def _rfft(volume: np.ndarray) -> np.ndarray:
@@ -68,11 +85,6 @@ def _rfft(volume: np.ndarray) -> np.ndarray:
     if volume.ndim != 3:
         raise InputError(f"a 3D map is needed, got an array of shape {volume.shape}")
     return scipy.fft.rfftn(volume, workers=-1)
-
-
-def _shell_sum(values: np.ndarray, index: np.ndarray, weight: np.ndarray, n: int) -> np.ndarray:
-    keep = index >= 0
-    return np.bincount(index[keep], weights=(values * weight)[keep], minlength=n)[:n]
 
 
 def fsc(
@@ -91,20 +103,24 @@ def fsc(
         if mask.shape != a.shape:
             raise InputError(f"mask shape {mask.shape} differs from map shape {a.shape}")
         a, b = a * mask, b * mask
-    index, weight, _, freq = _shells(a.shape, as_xyz(voxel_size))
+    vs = as_xyz(voxel_size)
+    freq = _shell_freq(a.shape, vs)
     fa, fb = _rfft(a), _rfft(b)
     n = len(freq)
-    bins = np.where(index >= 0, index, n).ravel()  # beyond Nyquist: an extra bin, dropped (no masked copies)
-    del index
+    num, pa, pb, counts = (np.zeros(n) for _ in range(4))
+    for k, index, weight in _shell_planes(a.shape, vs):  # plane by plane: no volume-sized index or products
+        bins = np.where(index >= 0, index, n).ravel()  # beyond Nyquist: an extra bin, dropped
 
-    def shell(values: np.ndarray) -> np.ndarray:
-        return np.bincount(bins, weights=(values * weight).ravel(), minlength=n + 1)[:n]
+        def shell(values: np.ndarray) -> np.ndarray:
+            return np.bincount(bins, weights=(values * weight).ravel(), minlength=n + 1)[:n]
 
-    num = shell((fa * np.conj(fb)).real)
-    den = np.sqrt(shell(np.abs(fa) ** 2) * shell(np.abs(fb) ** 2))
+        num += shell((fa[k] * np.conj(fb[k])).real)
+        pa += shell(np.abs(fa[k]) ** 2)
+        pb += shell(np.abs(fb[k]) ** 2)
+        counts += np.bincount(bins, weights=weight.ravel(), minlength=n + 1)[:n]
+    den = np.sqrt(pa * pb)
     with np.errstate(invalid="ignore", divide="ignore"):
         curve = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
-    counts = np.bincount(bins, weights=np.broadcast_to(weight, fa.shape).ravel(), minlength=n + 1)[:n]
     return FSCCurve(freq=freq, fsc=curve, n=counts)
 
 
@@ -245,13 +261,14 @@ def intensity_ratio(output: np.ndarray, input_map: np.ndarray, molecule: np.ndar
 
 def radial_amplitude(volume: np.ndarray, voxel_size: float | Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """Shell centres (1/A) and mean Fourier amplitude per shell (the Guinier plot is its log vs s^2)."""
-    index, weight, _, freq = _shells(np.shape(volume), as_xyz(voxel_size))
+    vs = as_xyz(voxel_size)
+    freq = _shell_freq(np.shape(volume), vs)
     f = _rfft(volume)
     n = len(freq)
     amp, cnt = np.zeros(n), np.zeros(n)
-    for k in range(f.shape[0]):  # plane by plane: no volume-sized |F|, weight or count arrays
-        keep = index[k] >= 0
-        idx, w = index[k][keep], weight[k][keep]
+    for k, index, weight in _shell_planes(np.shape(volume), vs):  # no volume-sized |F|, weight or count arrays
+        keep = index >= 0
+        idx, w = index[keep], weight[keep]
         amp += np.bincount(idx, weights=np.abs(f[k][keep]) * w, minlength=n)[:n]
         cnt += np.bincount(idx, weights=w, minlength=n)[:n]
     return freq, amp / np.maximum(cnt, 1)
@@ -344,7 +361,7 @@ def fsc_weight(volume: np.ndarray, voxel_size: float | Sequence[float], curve: F
     measured on another box (e.g. evaluate's noise maps with the pair's curve) is read at the shells' frequencies
     (0 beyond its last)."""
     vs = as_xyz(voxel_size)
-    index, _, _, freq = _shells(np.shape(volume), vs)
+    freq = _shell_freq(np.shape(volume), vs)
     f = np.clip(curve.fsc, 0.0, 1.0)
     w = np.sqrt(2.0 * f / (1.0 + f))
     if len(freq) != len(curve.freq) or not np.allclose(freq, curve.freq):  # a curve of another box: by frequency
@@ -353,8 +370,8 @@ def fsc_weight(volume: np.ndarray, voxel_size: float | Sequence[float], curve: F
     w = np.append(w, 0.0).astype(np.float32)  # index -1 -> 0
     volume = np.asarray(volume, dtype=np.float32)
     transform = _rfft(volume)
-    for k in range(transform.shape[0]):  # in place, plane by plane (no volume-sized weight array)
-        transform[k] *= w[index[k]]
+    for k, index, _ in _shell_planes(np.shape(volume), vs):  # in place, plane by plane (no volume-sized arrays)
+        transform[k] *= w[index]
     out = scipy.fft.irfftn(transform, s=volume.shape, workers=-1)
     return np.ascontiguousarray(out, dtype=np.float32)
 

@@ -342,8 +342,10 @@ class ProtDeepEMhancer(ProtAnalysis3D):
             text += ("The network's output was kept up to %.2f A (%s) and %s. "
                      % (limit, "the unmasked half-map FSC-0.143" if not self.resolutionLimit.get() > 0
                         else "a resolution set by hand",
-                        "given, shell by shell, the Fourier amplitudes of the FSC-weighted, Guinier-sharpened "
-                        "average low-passed there" if self.matchAmplitudes else "the input data beyond it"))
+                        "given, shell by shell, the Fourier amplitudes of the classical post-processed map "
+                        "(%s, Guinier-sharpened, low-passed there)"
+                        % ("the half-map average FSC-weighted" if self.useHalfMaps else "the map")
+                        if self.matchAmplitudes else "the input data beyond it"))
         else:
             text += "The network's output was kept at all resolutions. "
         text += ("The network's response to pure noise was %s. The result is %s."
