@@ -165,5 +165,5 @@ def test_fsc_weight_reads_a_curve_of_another_box_by_frequency():
     index[index >= len(curve.freq)] = -1
     f = np.clip(curve.fsc, 0, 1)
     w = np.append(np.sqrt(2 * f / (1 + f)), 0.0).astype(np.float32)
-    expected = np.fft.irfftn(np.fft.rfftn(a) * w[index], a.shape)
+    expected = np.fft.irfftn(np.fft.rfftn(a) * w[index], s=a.shape, axes=(0, 1, 2))
     np.testing.assert_allclose(same, expected, atol=1e-5)  # the curve's own box: its shells exactly
