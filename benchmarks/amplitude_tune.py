@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.fft
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -46,21 +45,12 @@ from quality import SHARED  # noqa: E402
 
 from deepemhancer_engine import metrics as M  # noqa: E402
 from deepemhancer_engine.evaluate import model_metrics  # noqa: E402
-from deepemhancer_engine.postprocess import _shell_bins, match_amplitudes  # noqa: E402
+from deepemhancer_engine.postprocess import apply_shell_gain, match_amplitudes  # noqa: E402
 
 log = logging.getLogger("amplitude_tune")
 METRICS = ("fsc0.5_masked_A", "cc_mask", "cc_box", "solvent_rms_ratio")
 VARIANTS = ("network", "matched", "matched, cut beyond d", "matched, no FSC weighting", "matched up to d", "blend 0.5",
             "classical", "average")
-
-
-def _apply_gain(volume: np.ndarray, gain: np.ndarray, vs) -> np.ndarray:
-    """``volume`` with each one-voxel shell multiplied by ``gain`` (the shells of ``match_amplitudes``)."""
-    _, _, planes = _shell_bins(volume.shape, vs)
-    f = scipy.fft.rfftn(volume, workers=-1)
-    for k, idx in planes():
-        f[k] *= gain[idx]
-    return scipy.fft.irfftn(f, s=volume.shape, workers=-1).astype(np.float32)
 
 
 def variants(pair, loaded, base) -> tuple[dict[str, np.ndarray], float]:
@@ -85,7 +75,7 @@ def variants(pair, loaded, base) -> tuple[dict[str, np.ndarray], float]:
     w = np.ones_like(average) if envelope is None else envelope
     scale = float((network * classical * w).sum() / max(float((classical * classical * w).sum()), 1e-30))
     maps = {"network": network, "matched": matched, "matched, cut beyond d": cut, "matched, no FSC weighting": unweighted,
-            "matched up to d": _apply_gain(network, kept, vs),
+            "matched up to d": apply_shell_gain(network, kept, vs),
             "blend 0.5": 0.5 * network + 0.5 * scale * classical * w, "classical": classical, "average": average}
     return maps, d
 

@@ -59,11 +59,12 @@ def _shell_layout(shape: tuple[int, int, int], voxel_size: tuple[float, float, f
     return int(math.floor(0.5 / max(voxel_size) / width + 1e-6)) + 1, width
 
 
-def _shell_planes(shape: tuple[int, int, int], voxel_size: tuple[float, float, float]):
+def _shell_planes(shape: tuple[int, int, int], voxel_size: tuple[float, float, float], *, corners: bool = False):
     """Per Z plane of the ``rfftn`` grid: ``(k, shell index (-1 beyond Nyquist), Hermitian weights)``. The same
     |s| (the same float64 operations in the same order as ``fourier.frequency_grid``) and bins as a whole-grid
     index, without its volume-sized float64 |s| and int64 index (together 2 maps' worth of memory at 384^3,
-    which a cache would keep for the whole run)."""
+    which a cache would keep for the whole run). ``corners``: the frequencies beyond the coarsest axis's Nyquist
+    keep shells of their own (indices up to :func:`_all_shells`) instead of -1."""
     n_shells, width = _shell_layout(shape, voxel_size)
     fz, fy, fx = axis_frequencies(shape, voxel_size)
     yx_y, yx_x = fy[0] ** 2, fx[0] ** 2
@@ -71,8 +72,15 @@ def _shell_planes(shape: tuple[int, int, int], voxel_size: tuple[float, float, f
     for k in range(shape[0]):
         s = np.sqrt(fz[k] ** 2 + yx_y + yx_x)
         index = np.rint(s / width).astype(np.int64)
-        index[index >= n_shells] = -1
+        if not corners:
+            index[index >= n_shells] = -1
         yield k, index, np.broadcast_to(weight, index.shape)
+
+
+def _all_shells(shape: tuple[int, int, int], voxel_size: tuple[float, float, float]) -> int:
+    """How many shells :func:`_shell_planes` with ``corners`` can return (up to the box's corner)."""
+    _, width = _shell_layout(shape, voxel_size)
+    return int(math.floor(math.sqrt(sum((0.5 / v) ** 2 for v in voxel_size)) / width)) + 2
 
 
 def _shell_freq(shape: tuple[int, int, int], voxel_size: tuple[float, float, float]) -> np.ndarray:

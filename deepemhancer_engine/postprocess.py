@@ -24,6 +24,7 @@ from scipy import ndimage
 
 from .errors import InputError
 from .fourier import as_xyz, cosine_edge, frequency_planes
+from .metrics import _all_shells, _shell_layout, _shell_planes
 
 log = logging.getLogger(__name__)
 
@@ -183,36 +184,34 @@ def limit_resolution(
     return np.ascontiguousarray(out, dtype=np.float32), c
 
 
-def _shell_bins(shape: tuple[int, ...], voxel_size: float | Sequence[float]):
-    """``(number of shells, shell width in 1/A, plane -> shell index)``: the FSC's one-voxel shells
-    (``metrics.fsc``: ``rint(|s| / width)``), one Z plane of the ``rfftn`` grid at a time; corners beyond
-    Nyquist get shells of their own (the FSC drops them)."""
-    vs = as_xyz(voxel_size)
-    nz, ny, nx = shape
-    width = 1.0 / max(nx * vs[0], ny * vs[1], nz * vs[2])
-    s_max = math.sqrt(sum((0.5 / v) ** 2 for v in vs))
-    n = int(math.floor(s_max / width)) + 2
-
-    def planes():
-        for k, s in enumerate(frequency_planes(shape, vs)):
-            yield k, np.minimum(np.rint(s / width).astype(np.int64), n - 1)
-
-    return n, width, planes
-
-
-def _shell_power(volume: np.ndarray, weight: np.ndarray | None, n: int, planes) -> np.ndarray:
-    """Summed ``|F|^2`` per shell of ``(volume - its mean) * weight``: without the mean, an offset of the map
-    (a user's map on any scale and offset; the output's solvent sits at 0) does not become, once multiplied
-    by the envelope, low-resolution power shaped like the envelope."""
+def _shell_power(volume: np.ndarray, weight: np.ndarray | None, shape_vs: tuple) -> np.ndarray:
+    """Summed ``|F|^2`` per shell (``metrics.fsc``'s one-voxel shells, the box corners beyond Nyquist in shells
+    of their own) of ``(volume - its mean) * weight``: without the mean, an offset of the map (a user's map on
+    any scale and offset; the output's solvent sits at 0) does not become, once multiplied by the envelope,
+    low-resolution power shaped like the envelope."""
     centred = np.subtract(volume, np.float32(volume.mean(dtype=np.float64)), dtype=np.float32)
     if weight is not None:
         centred *= weight
     f = scipy.fft.rfftn(centred, workers=-1)
     del centred
+    n = _all_shells(*shape_vs)
     power = np.zeros(n)
-    for k, idx in planes():
+    for k, idx, _ in _shell_planes(*shape_vs, corners=True):
         power += np.bincount(idx.ravel(), weights=(np.abs(f[k]).astype(np.float64) ** 2).ravel(), minlength=n)
     return power
+
+
+def apply_shell_gain(volume: npt.ArrayLike, gain: np.ndarray, voxel_size: float | Sequence[float]
+                     ) -> npt.NDArray[np.float32]:
+    """``volume`` with each shell of :func:`match_amplitudes` (``gain[i]`` for shell ``i``) multiplied by its
+    gain."""
+    volume = np.asarray(volume, dtype=np.float32)
+    f = scipy.fft.rfftn(volume, workers=-1)
+    for k, idx, _ in _shell_planes(volume.shape, as_xyz(voxel_size), corners=True):
+        f[k] *= gain[idx]
+    out = scipy.fft.irfftn(f, s=volume.shape, workers=-1)
+    del f
+    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def match_amplitudes(
@@ -244,9 +243,10 @@ def match_amplitudes(
     w = None if weight is None else np.asarray(weight, dtype=np.float32)
     if w is not None and w.shape != enhanced.shape:
         raise InputError(f"weight {w.shape} and map {enhanced.shape} differ in shape")
-    n, width, planes = _shell_bins(enhanced.shape, voxel_size)
-    p_ref = _shell_power(reference, w, n, planes)
-    p_enh = _shell_power(enhanced, w, n, planes)
+    shape_vs = (enhanced.shape, as_xyz(voxel_size))
+    p_ref = _shell_power(reference, w, shape_vs)
+    p_enh = _shell_power(enhanced, w, shape_vs)
+    n, width = len(p_ref), _shell_layout(*shape_vs)[1]
     kept = np.arange(n) * width <= (1.0 / resolution + width if resolution else np.inf)
     p_ref[~kept] = 0.0
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -257,13 +257,9 @@ def match_amplitudes(
                     "keeps only its mean")
     gain = np.minimum(gain, MAX_SHELL_GAIN * overall).astype(np.float32)
     gain[0] = 1.0  # the mean stays the output's own (its solvent at 0)
-    f = scipy.fft.rfftn(enhanced, workers=-1)
-    for k, idx in planes():
-        f[k] *= gain[idx]
-    out = scipy.fft.irfftn(f, s=enhanced.shape, workers=-1)
-    del f
+    out = apply_shell_gain(enhanced, gain, voxel_size)
     inside = gain[1:][kept[1:]]
     if inside.size:
         log.info("Shell amplitudes matched to the classical map (gain %.3g-%.3g up to the limit)",
                  float(inside.min()), float(inside.max()))
-    return np.ascontiguousarray(out, dtype=np.float32), gain
+    return out, gain
