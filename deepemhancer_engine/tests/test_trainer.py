@@ -189,3 +189,27 @@ def test_trainer_keeps_its_thread_count():
         assert torch.get_num_threads() == many
     finally:
         torch.set_num_threads(before)
+
+
+def test_non_finite_step_is_skipped_not_applied(tmp_path, caplog):
+    """A batch whose loss is NaN (bf16 autocast on some CPUs gives one now and then) must not reach the
+    weights: one such update makes them NaN for good and nothing is ever exported."""
+    from deepemhancer_engine.training.trainer import Trainer
+
+    _fake_shards(tmp_path)
+    cfg = TrainConfig(data=tmp_path, run_dir=tmp_path / "run", filters=(2, 4, 8), crop=16, small_crop=8,
+                      batch=2, epoch_steps=2, val_cubes=2, max_steps=4, device="cpu", threads=1)
+    (tmp_path / "run").mkdir()
+    trainer = Trainer(cfg, "cpu")
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    x = torch.randn(2, 1, 8, 8, 8)
+    y = x.clone()
+    y[0, 0, 0, 0, 0] = float("nan")
+    with caplog.at_level("WARNING"):
+        assert np.isnan(trainer.step(x, y))
+    assert trainer.state["step"] == 1 and trainer.state["skipped_steps"] == 1
+    assert "step skipped" in caplog.text
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert np.isfinite(trainer.step(x, x.clone()))  # a finite batch still trains
+    assert any(not torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import queue
 import shutil
@@ -159,6 +160,19 @@ class _WorkerBatches:
             proc.join(timeout=5)
         self.queue.cancel_join_thread()
         self.queue.close()
+
+
+def _mean_finite(values: list[float]) -> float:
+    """Mean of the finite values (skipped steps report NaN); NaN when there are none."""
+    kept = [v for v in values if math.isfinite(v)]
+    return float(np.mean(kept)) if kept else float("nan")
+
+
+def _finite(loss: torch.Tensor, model: torch.nn.Module) -> bool:
+    """Whether the loss and every gradient of ``model`` are finite (one device sync)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    total = loss.detach().float() + sum((g.float().sum() for g in grads), torch.zeros((), device=loss.device))
+    return bool(torch.isfinite(total))
 
 
 def _batch_source(ds: CropDataset, cfg: TrainConfig, rng: np.random.Generator, input_key: str, step: int):
@@ -463,8 +477,15 @@ class Trainer:
             out = self.model(x.to(device, non_blocking=True))
         loss = torch.nn.functional.l1_loss(out.float(), y.to(device, non_blocking=True))
         loss.backward()
-        self.opt.step()
         self.state["step"] += 1
+        if not _finite(loss, self.model):
+            # One non-finite update makes every weight NaN for good, and nothing is ever exported again;
+            # bf16 autocast on some CPUs gives such a step now and then even on finite data.
+            self.state["skipped_steps"] = self.state.get("skipped_steps", 0) + 1
+            log.warning("step %d: non-finite loss or gradient, step skipped (%d so far)", self.state["step"],
+                        self.state["skipped_steps"])
+            return float("nan")
+        self.opt.step()
         return loss.item()
 
     def end_epoch(self, losses: list[float]) -> dict:
@@ -474,7 +495,7 @@ class Trainer:
         metrics = evaluate(self.model, self.vx, self.vy, self.device)
         self.sched.step(metrics["val_l1"])
         state["elapsed"] = self._elapsed0 + time.time() - self._t0
-        entry = {"step": state["step"], "epoch": state["epoch"], "train_l1": float(np.mean(losses)),
+        entry = {"step": state["step"], "epoch": state["epoch"], "train_l1": _mean_finite(losses),
                  "lr": self.opt.param_groups[0]["lr"], "time_h": state["elapsed"] / 3600, **metrics}
         state["history"].append(entry)
         if metrics["val_l1"] < state["best"].get("val_l1", float("inf")):
@@ -500,7 +521,10 @@ class Trainer:
     def export(self) -> None:
         """Write the best weights and their model card to ``cfg.export`` (nothing without either)."""
         cfg = self.cfg
-        if cfg.export is None or self.best_state is None:
+        if cfg.export is None:
+            return
+        if self.best_state is None:
+            log.warning("nothing exported to %s: no validation so far gave a finite loss", cfg.export)
             return
         from ..model import build_model
         from ..weights import save_weights
