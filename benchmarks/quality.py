@@ -109,7 +109,7 @@ def simulated_cases(limit: int, structures: Path, max_box: float, target: str = 
 
 
 def simulated_pairs(limit: int, structures: Path, max_box: float, *, split: str = "split_eval.txt",
-                    seed0: int = EVAL_SEED, ligands: bool | None = False):
+                    seed0: int = EVAL_SEED, ligands: bool | None = False, local_target: bool = False):
     """Yield ``(name, path, seed, SimulatedPair)`` for up to ``limit`` structures of ``split`` that fit in
     ``max_box`` A uncropped, the k-th structure of the list with seed ``seed0 + k`` (held-out pairs: split_eval,
     seeds from :data:`EVAL_SEED`; ``ligands`` forces pseudo-ligands on or off, None = the simulator's draw)."""
@@ -134,7 +134,7 @@ def simulated_pairs(limit: int, structures: Path, max_box: float, *, split: str 
         seed = seed0 + k
         res, voxel = sample_resolution_and_voxel(np.random.default_rng(seed))
         pair = simulate_pair(path, seed, resolution=res, voxel_size=voxel, max_box=int(max_box / voxel) // 2 * 2,
-                             ligands=ligands)
+                             ligands=ligands, local_target=local_target)
         n_file = len(atoms.pos)
         if pair.info.get("n_atoms", n_file) < n_file:
             log.info("skip %s: the simulator cropped it (%d of %d atoms)", name, pair.info["n_atoms"], n_file)

@@ -374,6 +374,34 @@ def _targets(rng, box: _Box, data_map, flex, res: float, tight, wide) -> tuple[d
     return {"tightTarget": local * tight, "wideTarget": local * wide}, gamma
 
 
+def local_resolution(res: float, b_global: float, flex: np.ndarray) -> np.ndarray:
+    """Where the data's FSC would cross the threshold locally (A): with noise of the same power everywhere, a
+    Guinier fall-off ``exp(-B s^2 / 4)`` reaches the global crossing's signal level at ``s_d sqrt(B_g / B)``,
+    so ``d(x) = res * sqrt((b_global + flex(x)) / b_global)`` (``res`` in the rigid core)."""
+    return (res * np.sqrt((b_global + flex) / max(b_global, 1e-6))).astype(np.float32)
+
+
+def spatial_lowpass(vol: np.ndarray, s2: np.ndarray, local_res: np.ndarray, n_levels: int = 6) -> np.ndarray:
+    """``vol`` low-passed (soft edge, :func:`_lowpass`) at the resolution ``local_res(x)`` A, by linear
+    interpolation in frequency between ``n_levels`` global low-passes spaced evenly in 1 / d."""
+    f_hi, f_lo = 1.0 / float(local_res.min()), 1.0 / float(local_res.max())
+    if f_hi - f_lo < 1e-4:
+        return _lowpass(vol, s2, float(local_res.min()))
+    freqs = np.linspace(f_lo, f_hi, n_levels)
+    t = np.clip((1.0 / local_res - f_lo) / (f_hi - f_lo) * (n_levels - 1), 0, n_levels - 1 - 1e-6)
+    idx = t.astype(int)
+    frac = (t - idx).astype(np.float32)
+    out = np.zeros_like(vol, dtype=np.float32)
+    below = None
+    for k in range(n_levels):
+        level = _lowpass(vol, s2, 1.0 / freqs[k])
+        if below is not None:
+            sel = idx == k - 1
+            out[sel] = (1 - frac[sel]) * below[sel] + frac[sel] * level[sel]
+        below = level
+    return out
+
+
 def simulate_pair(
     structure_path,
     seed: int,
@@ -383,12 +411,17 @@ def simulate_pair(
     max_box: int = DEFAULT_MAX_BOX,
     ligands: bool | None = None,
     micelle: bool | None = None,
+    local_target: bool = False,
 ) -> SimulatedPair:
     """Simulate half maps, model map, targets and masks for one model (see the module docstring).
 
     ``voxel_size`` (A) and ``resolution`` (target half-map FSC-0.143, A) are drawn from the seed when
     not given; ``ligands`` / ``micelle`` force those features on or off (default: random). The steps
-    draw from one generator in a fixed order, so a seed gives the same pair every time.
+    draw from one generator in a fixed order, so a seed gives the same pair every time. ``local_target``
+    adds ``targets["localTarget"]``: the atoms without the flexibility blur, each region low-passed at its own
+    resolution (:func:`local_resolution`), times the tight mask, and ``targets["rigidTarget"]``: the same atoms
+    all low-passed at the global resolution, as if nothing were flexible (candidates measured by
+    ``benchmarks/target_ceiling.py``; they draw nothing, so the rest of the pair is unchanged).
     """
     path = Path(structure_path)
     rng = np.random.default_rng(seed)
@@ -398,6 +431,10 @@ def simulate_pair(
     signal, flex, tight, wide, drawn = _signal(rng, box, data_map, res_req, micelle)
     half1, half2, k, res = _halves(rng, box, signal, res_req)
     targets, gamma = _targets(rng, box, data_map, flex, res, tight, wide)
+    if local_target:
+        d_local = np.maximum(local_resolution(res, drawn["b_global"], flex), 2.0 * box.voxel)
+        targets["localTarget"] = spatial_lowpass(data_map, box.s2, d_local) * tight
+        targets["rigidTarget"] = _lowpass(data_map, box.s2, max(res, 2.0 * box.voxel)) * tight
     atoms = box.atoms
     info = {
         "structure": path.name, "seed": int(seed), "requested_resolution": res_req, "b0": b0,
