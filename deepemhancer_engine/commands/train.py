@@ -29,6 +29,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-cubes", type=int, default=32)
     parser.add_argument("--noise-fraction", type=float, default=0.1,
                         help="share of pure-noise cubes (target 0) per batch")
+    parser.add_argument("--noise-cubes", choices=("blur", "spectra"), default="blur",
+                        help="pure-noise cubes: blurred white noise (the shipped weights') or noise whose "
+                             "spectrum falls, is flat or rises, sometimes low-passed as inference conditions it")
     parser.add_argument("--band-limit", action="store_true",
                         help="low-pass each target cube at its resolution after masking")
     parser.add_argument("--hours", type=float, default=None, help="time budget of this call")
@@ -63,7 +66,7 @@ def main(args: argparse.Namespace) -> int:
         filters=filters, crop=args.crop,
         small_crop=args.small_crop, p_small=args.p_small, batch=args.batch,
         lr=args.lr, patience=args.patience, epoch_steps=args.epoch_steps, val_cubes=args.val_cubes,
-        noise_fraction=args.noise_fraction, band_limit=args.band_limit, hours=args.hours,
+        noise_fraction=args.noise_fraction, noise_cubes=args.noise_cubes, band_limit=args.band_limit, hours=args.hours,
         deadline=deadline(args.until),
         max_steps=args.max_steps, init=Path(args.init) if args.init else None,
         export=Path(args.export) if args.export else None, export_every_min=args.export_every,

@@ -213,3 +213,19 @@ def test_non_finite_step_is_skipped_not_applied(tmp_path, caplog):
         assert torch.equal(v, before[k]), k
     assert np.isfinite(trainer.step(x, x.clone()))  # a finite batch still trains
     assert any(not torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
+
+
+def test_spectral_noise_cubes_cover_falling_flat_and_rising():
+    """--noise-cubes spectra: solvent-like level, zero mean, and spectra that fall and rise across cubes."""
+    rng = np.random.default_rng(3)
+    slopes = []
+    for _ in range(40):
+        n = augment.make_noise_cube("spectra", 32, rng)
+        assert n.shape == (32, 32, 32) and 0.07 < n.std() < 0.14 and abs(n.mean()) < 0.05
+        p = np.abs(np.fft.rfftn(n)) ** 2
+        k = np.sqrt(np.add.outer(np.add.outer(np.fft.fftfreq(32) ** 2, np.fft.fftfreq(32) ** 2),
+                                 np.fft.rfftfreq(32) ** 2))
+        low, mid = p[(k > 0.05) & (k < 0.1)].mean(), p[(k > 0.15) & (k < 0.2)].mean()
+        slopes.append(np.log10(mid / low))
+    assert min(slopes) < -0.5 and max(slopes) > 0.2  # some fall, some rise
+    assert augment.make_noise_cube("blur", 16, np.random.default_rng(0)).shape == (16, 16, 16)

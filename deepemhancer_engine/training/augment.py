@@ -94,3 +94,44 @@ def noise_cube(size: int, rng: np.random.Generator) -> np.ndarray:
         n = ndimage.gaussian_filter(n, sigma, mode="wrap")
     n = n / (n.std() + 1e-9) * 0.1 * float(rng.uniform(0.8, 1.25))
     return n + np.float32(rng.normal(0, 0.01))
+
+
+#: Kinds of pure-noise cube (``TrainConfig.noise_cubes``): ``blur``, the shipped weights' (white noise with a
+#: Gaussian blur); ``spectra``, noise whose spectrum falls, is flat or rises with frequency, sometimes rolled
+#: off near Nyquist and sometimes low-passed as inference conditions its input (see :func:`spectral_noise_cube`).
+NOISE_CUBES = ("blur", "spectra")
+
+
+def spectral_noise_cube(size: int, rng: np.random.Generator) -> np.ndarray:
+    """Pure noise as inference may show it, normalised like solvent (std 0.1, mean ~0); its target is zero.
+
+    The network must answer 0 to noise of any colour, not only to the blurred white noise of :func:`noise_cube`:
+    users' maps come with noise that falls, stays flat or rises with frequency (unregularised reconstructions,
+    fine pixels), and a map with a resolution limit reaches the network low-passed at it. Per cube (1 A/voxel,
+    the working grid): a power law ``s^a`` with ``a`` in [-2, 1.5] (falling, flat or rising), a Gaussian roll-off
+    ``exp(-(s / s_c)^2)``, ``s_c`` 0.3-0.5 1/A, in half the cubes, and in 60 % the conditioning low-pass at a
+    resolution of 2.2-10 A (:func:`condition.response`). These shapes are not those of the evaluation's
+    generators (``noisegen.py``, ``benchmarks/robustness_gen.py``), so the noise tests do not test the
+    training distribution.
+    """
+    from ..condition import response
+    from ..fourier import frequency_grid
+
+    s = np.sqrt(frequency_grid((size,) * 3, 1.0, squared=True)).astype(np.float32)
+    s[0, 0, 0] = 1.0 / size
+    amp = s ** np.float32(rng.uniform(-1.0, 0.75))  # amplitude exponent: half the power law's
+    if rng.random() < 0.5:
+        amp = amp * np.exp(-((s / rng.uniform(0.3, 0.5)) ** 2))
+    if rng.random() < 0.6:
+        amp = amp * response(s, float(rng.uniform(2.2, 10.0)))
+    amp[0, 0, 0] = 0.0
+    ft = np.fft.rfftn(rng.normal(size=(size,) * 3).astype(np.float32))
+    n = np.fft.irfftn(ft * amp, (size,) * 3, axes=(0, 1, 2)).astype(np.float32)
+    n = n / (n.std() + 1e-9) * 0.1 * float(rng.uniform(0.8, 1.25))
+    return n + np.float32(rng.normal(0, 0.01))
+
+
+def make_noise_cube(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A pure-noise training cube of ``kind`` (:data:`NOISE_CUBES`)."""
+    return spectral_noise_cube(size, rng) if kind == "spectra" else noise_cube(size, rng)
+

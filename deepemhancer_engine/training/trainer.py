@@ -57,6 +57,7 @@ class TrainConfig:
     epoch_steps: int = 50
     val_cubes: int = 48
     noise_fraction: float = 0.1
+    noise_cubes: str = "blur"  # augment.NOISE_CUBES
     band_limit: bool = False
     hours: float | None = None
     deadline: float | None = None
@@ -105,7 +106,7 @@ class _Batches:
         xs, ys = [], []
         for _ in range(cfg.batch):
             if rng.random() < cfg.noise_fraction:
-                x = augment.noise_cube(size, rng)
+                x = augment.make_noise_cube(cfg.noise_cubes, size, rng)
                 y = np.zeros_like(x)
             else:
                 x, y = augment.random_crop(*self.ds.get(int(rng.integers(len(self.ds)))), size, rng)
@@ -284,8 +285,10 @@ def card_fields(cfg: TrainConfig, state: dict, device: str) -> dict:
             "optimizer": "Adam, lr halved after %d epochs of %d steps without improvement"
                          % (cfg.patience, cfg.epoch_steps),
             "augmentation": "random crop from the stored %s cubes, 90-degree rotations + flip, Gaussian blur "
-                            "(p=0.2), patch corruption (p=0.2), %.0f%% pure-noise cubes with zero target"
-                            % (f"{edge}^3" if edge else "training", 100 * cfg.noise_fraction),
+                            "(p=0.2), patch corruption (p=0.2), %.0f%% pure-noise cubes with zero target%s"
+                            % (f"{edge}^3" if edge else "training", 100 * cfg.noise_fraction,
+                               " (falling, flat and rising spectra, some low-passed)" if cfg.noise_cubes == "spectra"
+                               else ""),
             "initialised_from": str(cfg.init.name) if cfg.init else None,
             "data": f"simulated pairs from the train split of ../shared/structures{subset} "
                     "(structure-level 8% validation split)",
