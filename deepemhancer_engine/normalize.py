@@ -85,7 +85,9 @@ def _solvent_peak(smooth: npt.NDArray[np.float32]) -> tuple[float, float]:
     lo, med, top = (float(v) for v in np.percentile(sample, [0.5, 50.0, 99.5]))
     hi = min(top, med + 0.1 * (med - lo))
     for _ in range(3):  # zoom in on the mode
-        if not hi > lo:
+        if not hi > lo or np.any(np.diff(np.linspace(lo, hi, 257, dtype=sample.dtype)) <= 0):
+            # narrower than 256 steps of the map's float type (a flat, masked solvent at an offset, with the
+            # round-off of a filter): np.histogram refuses it, and the peak is as narrow as the data can tell
             break
         hist, edges = np.histogram(sample, bins=256, range=(lo, hi))
         peak = int(np.argmax(ndimage.uniform_filter1d(hist.astype(np.float64), 3)))

@@ -150,6 +150,19 @@ def enhance(
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
+def network_input(volume: np.ndarray, voxel_size: float | Sequence[float], *, config: EnhanceConfig,
+                  resolution: float | None = None, fsc=None, mask: np.ndarray | None = None,
+                  working_voxel_size: float | None = None):
+    """What :func:`enhance` feeds the network for ``volume``: conditioned at ``resolution`` (with the half maps'
+    ``fsc`` curve for FSC weighting), on the working grid (``working_voxel_size``, default
+    ``config.working_voxel_size``: a model card may set another), normalised by ``config.normalization``
+    (``mask`` on the input grid for MASK mode). ``(normalised map, NormInfo, ResampleInfo, working-grid mask
+    or None)``; the training shards (``training/dataset.py``) are made with it, so they see what inference does."""
+    target_vs = float(working_voxel_size or config.working_voxel_size)
+    return _network_input(np.asarray(volume, dtype=np.float32), as_xyz(voxel_size), config, mask, target_vs,
+                          resolution, fsc, _StageClock(None))
+
+
 def _network_input(volume: np.ndarray, vs: tuple[float, float, float], config: EnhanceConfig,
                    mask: np.ndarray | None, target_vs: float, limit: float | None, fsc, clock: _StageClock):
     """What the network sees: the map conditioned at ``limit`` (:func:`condition.condition`), on the working

@@ -305,6 +305,7 @@ def test_null_response_subcommand_writes_the_file_beside_the_weights(tmp_path, t
     (["simulate", "--out", "OUT", "--crop", "20"], "--crop must be a multiple of 8"),
     (["simulate", "--out", "OUT", "--structures", "x/split_eval.txt"], "held-out eval split"),
     (["simulate", "--out", "OUT", "--until", "25:99"], "invalid time '25:99' for --until"),
+    (["simulate", "--out", "OUT", "--variety", "sim3"], "did you mean 'sim2'"),
     (["train", "--data", "DATA", "--run-dir", "RUN", "--filters", "16,x"], "--filters must be integers"),
     (["null-response", "W.pt", "--cubes", "0"], "--cubes must be at least 1"),
 ])

@@ -128,6 +128,23 @@ def test_masked_map_noise_from_molecule(solvent, caplog):
     assert 1.0 < float(out.max()) < 4.0  # the molecule where the network saw it in training, not at 1e5
 
 
+def test_flat_solvent_with_round_off_at_an_offset():
+    """A masked map filtered after masking (e.g. low-passed at its resolution) keeps a flat solvent with a few
+    float32 steps of round-off; with the molecule all above it the solvent peak is narrower than 256 histogram
+    bins can resolve (numpy refused it: ValueError). The peak is then the solvent, the noise the masked rule's."""
+    rng = np.random.default_rng(0)
+    level = np.float32(-0.0070932)
+    n = 40  # below normalize.BIN_MIN_EDGE: the solvent peak of the unbinned map
+    vol = level + (rng.integers(-3, 4, (n, n, n)) * np.spacing(level)).astype(np.float32)
+    z, y, x = np.meshgrid(*[np.arange(n) - n / 2 + 0.5] * 3, indexing="ij")
+    inside = np.sqrt(x**2 + y**2 + z**2) < 12
+    vol[inside] += np.abs(rng.standard_normal(int(inside.sum()))).astype(np.float32) * 1e-3
+    mean, std = estimate_noise(vol)
+    assert mean == pytest.approx(float(level), abs=1e-8) and std > 0
+    out, _ = normalize(vol, config=NormalizationConfig())
+    assert np.isfinite(out).all() and 1.0 < float(out.max()) < 10.0
+
+
 def test_unmasked_map_keeps_its_solvent_noise():
     """The molecule-level fallback never touches maps whose solvent holds real noise, clean or not."""
     rng = np.random.default_rng(1)

@@ -13,6 +13,16 @@ simulated pair after the *same* engine steps as inference:
 
 Cube centres: 80 % on molecule voxels (tight mask > 0.5), 20 % anywhere in the box, so the
 solvent and micelle (target 0) are seen too. :class:`CropDataset` reads shards lazily.
+
+That is a ``sim1`` shard (``Job.variety``, the default: the shipped weights' data). A ``sim2`` shard
+(:mod:`.variety`) is made as :func:`pipeline.enhance` prepares two half maps, through the same function
+(:func:`pipeline.network_input`): the average conditioned at the halves' measured FSC-0.143 with their FSC
+curve (default :class:`config.EnhanceConfig`), then resampled and normalised; ``x_mask`` likewise in MASK
+mode with the binary wide model mask (for a pair a depositor masked, whose solvent outside that mask is flat:
+the AUTO input, ``mask_ratio`` 1). Its targets are resampled the same way and scaled by the same
+``0.1 / noise_std``, so a scaled or offset pair gives the same cubes. It also stores each cube's centre
+(``centre``, working-grid voxels) and its ``resolution`` is the one the targets are low-passed at. Both
+record their ``variety`` in ``meta``.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from ..config import NOISE_TARGET_STD, NormalizationConfig, NormMode
 from ..errors import DeepEMhancerError, InputError
 from ..fourier import cosine_edge, frequency_grid
 from ..io import atomic_write
+from .variety import DataVariety, parse_variety
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +54,13 @@ STORE_CROP = 48
 
 @dataclass(frozen=True)
 class Job:
-    """One simulated pair to generate: structure file, seed, output shard, stored cube edge."""
+    """One simulated pair to generate: structure file, seed, output shard, stored cube edge, data version."""
 
     structure: str
     seed: int
     out: str
     crop: int = STORE_CROP
+    variety: str = DataVariety.SIM1.value
 
 
 def structure_list(list_file: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> list[Path]:
@@ -81,14 +93,26 @@ def is_validation(stem: str, fraction: float = 0.08) -> bool:
 
 
 def plan_jobs(structures: Sequence[Path], out_dir: Path, n_per_structure: int, seed_base: int,
-              crop: int = STORE_CROP) -> list[Job]:
+              crop: int = STORE_CROP, variety: DataVariety | str = DataVariety.SIM1) -> list[Job]:
     """Round-robin over structures (pass k makes the k-th pair of every structure); cubes of ``crop``^3."""
+    kind = parse_variety(variety).value
     jobs = []
     for k in range(n_per_structure):
         for i, s in enumerate(structures):
             seed = seed_base + k * 100_003 + zlib.crc32(stem_of(s).encode()) % 100_000 + i
-            jobs.append(Job(str(s), int(seed), str(out_dir / f"{stem_of(s)}__s{seed}.npz"), int(crop)))
+            jobs.append(Job(str(s), int(seed), str(out_dir / f"{stem_of(s)}__s{seed}.npz"), int(crop), kind))
     return jobs
+
+
+def shard_variety(data_dir: str | os.PathLike[str]) -> str | None:
+    """The data version of the first readable shard in ``data_dir`` (shards without one are sim1), or None."""
+    for shard in sorted(p for p in Path(data_dir).glob("*__s*.npz") if ".tmp" not in p.name):
+        try:
+            with np.load(shard) as z:
+                return str(json.loads(str(z["meta"])).get("variety", DataVariety.SIM1.value))
+        except (OSError, ValueError, KeyError, zlib.error, EOFError):
+            continue
+    return None
 
 
 def _centres(rng, tight: np.ndarray, n: int, crop: int) -> list[tuple[int, int, int]]:
@@ -105,13 +129,27 @@ def _centres(rng, tight: np.ndarray, n: int, crop: int) -> list[tuple[int, int, 
     return out
 
 
-def make_crops(structure: str, seed: int, *, crop: int = STORE_CROP, n_crops: int | None = None) -> dict:
-    """Simulate one pair and return the crop arrays and metadata of its shard (see module doc)."""
+@dataclass
+class Prepared:
+    """A pair brought to the network's domain on the working grid: the inputs, the targets (scaled like
+    ``x_noise``), the tight mask (cube centres), the noise stds of both normalisations, the resolution stored
+    per cube, and what the shard's meta adds."""
+
+    x_noise: np.ndarray
+    x_mask: np.ndarray
+    targets: dict[str, np.ndarray]
+    tight: np.ndarray
+    noise_std: float
+    mask_noise_std: float
+    resolution: float
+    meta: dict
+
+
+def _prepare_sim1(pair, crop: int) -> Prepared:
+    """sim1: no conditioning (the shipped weights' data)."""
     from ..normalize import normalize
     from ..resample import to_working_grid
-    from .simulate import simulate_pair
 
-    pair = simulate_pair(structure, seed)
     avg = 0.5 * (pair.half1 + pair.half2)
     x, _ = to_working_grid(avg, pair.voxel_size, 1.0)
     if min(x.shape) < crop:
@@ -124,22 +162,69 @@ def make_crops(structure: str, seed: int, *, crop: int = STORE_CROP, n_crops: in
         x, config=NormalizationConfig(mode=NormMode.MASK, mask=Path("simulated-mask")), mask=binmask
     )
     scale = NOISE_TARGET_STD / info_n.std
+    return Prepared(x_noise, x_mask, {k: v * scale for k, v in tgts.items()}, tight, info_n.std, info_m.std,
+                    pair.fsc0143_resolution, {"working_shape": list(x.shape)})
+
+
+def prepare_sim2(pair, crop: int = 0) -> Prepared:
+    """sim2: as :func:`pipeline.enhance` prepares the halves (see the module docstring)."""
+    from dataclasses import replace
+
+    from ..config import EnhanceConfig
+    from ..pipeline import half_map_fsc, network_input
+    from ..resample import to_working_grid
+
+    vs, config = pair.voxel_size, EnhanceConfig()
+    curve = half_map_fsc(pair.half1, pair.half2, vs)
+    limit = curve.resolution(0.143)
+    avg = np.add(pair.half1, pair.half2, dtype=np.float32)  # as pipeline._read_for_enhance averages
+    avg *= 0.5
+    x_noise, info_n, _, _ = network_input(avg, vs, config=config, resolution=limit, fsc=curve)
+    if min(x_noise.shape) < crop:
+        raise InputError(f"working box {x_noise.shape} smaller than the crop {crop}")
+    work = config.working_voxel_size
+    if pair.input_mask is None:
+        masked = replace(config, normalization=NormalizationConfig(mode=NormMode.MASK, mask=Path("simulated-mask")))
+        x_mask, info_m, _, _ = network_input(avg, vs, config=masked, resolution=limit, fsc=curve,
+                                             mask=(pair.wide_mask > 0.5).astype(np.float32))
+    else:  # the depositor's mask left no noise outside the model mask to measure
+        x_mask, info_m = x_noise, info_n
+    scale = np.float32(config.normalization.target_std / info_n.std)
+    tgts = {k: to_working_grid(pair.targets[k], vs, work)[0] * scale for k in TARGET_KEYS}
+    tight = np.clip(to_working_grid(pair.tight_mask, vs, work)[0], 0, 1)
+    resolution = float(pair.info.get("target_resolution", pair.fsc0143_resolution))
+    meta = {"working_shape": list(x_noise.shape), "condition_resolution": limit,
+            "condition": config.condition.value, "x_mask": "mask" if pair.input_mask is None else "auto"}
+    return Prepared(x_noise, x_mask, tgts, tight, info_n.std, info_m.std, resolution, meta)
+
+
+def make_crops(structure: str, seed: int, *, crop: int = STORE_CROP, n_crops: int | None = None,
+               variety: DataVariety | str = DataVariety.SIM1) -> dict:
+    """Simulate one pair and return the crop arrays and metadata of its shard (see module doc)."""
+    from .simulate import simulate_pair
+
+    kind = parse_variety(variety)
+    pair = simulate_pair(structure, seed, variety=kind)
+    prep = _prepare_sim1(pair, crop) if kind is DataVariety.SIM1 else prepare_sim2(pair, crop)
     rng = np.random.default_rng(seed + 7)
     if n_crops is None:
-        n_crops = int(np.clip(np.count_nonzero(tight > 0.5) / crop**3 * 3, 4, 16))
+        n_crops = int(np.clip(np.count_nonzero(prep.tight > 0.5) / crop**3 * 3, 4, 16))
     arrays: dict[str, list] = {k: [] for k in INPUT_KEYS + TARGET_KEYS}
-    for c in _centres(rng, tight, n_crops, crop):
+    centres = _centres(rng, prep.tight, n_crops, crop)
+    for c in centres:
         sl = tuple(slice(ci - crop // 2, ci - crop // 2 + crop) for ci in c)
-        arrays["x_noise"].append(x_noise[sl])
-        arrays["x_mask"].append(x_mask[sl])
+        arrays["x_noise"].append(prep.x_noise[sl])
+        arrays["x_mask"].append(prep.x_mask[sl])
         for k in TARGET_KEYS:
-            arrays[k].append(tgts[k][sl] * scale)
+            arrays[k].append(prep.targets[k][sl])
     out = {k: np.stack(v).astype(np.float16) for k, v in arrays.items()}
     meta = dict(pair.info)
     meta.update(fsc0143_resolution=pair.fsc0143_resolution, voxel_size=pair.voxel_size[0],
-                noise_std=info_n.std, mask_noise_std=info_m.std, working_shape=list(x.shape))
-    out["mask_ratio"] = np.full(n_crops, info_n.std / info_m.std, np.float32)
-    out["resolution"] = np.full(n_crops, pair.fsc0143_resolution, np.float32)
+                noise_std=prep.noise_std, mask_noise_std=prep.mask_noise_std, **prep.meta)
+    out["mask_ratio"] = np.full(n_crops, prep.noise_std / prep.mask_noise_std, np.float32)
+    out["resolution"] = np.full(n_crops, prep.resolution, np.float32)
+    if kind is not DataVariety.SIM1:
+        out["centre"] = np.asarray(centres, np.int32)
     out["meta"] = np.array(json.dumps(meta))
     return out
 
@@ -149,7 +234,7 @@ def run_job(job: Job) -> tuple[str, str]:
     if Path(job.out).exists():
         return job.out, "exists"
     try:
-        arrays = make_crops(job.structure, job.seed, crop=job.crop)
+        arrays = make_crops(job.structure, job.seed, crop=job.crop, variety=job.variety)
     except (DeepEMhancerError, ValueError, RuntimeError, MemoryError) as exc:
         return job.out, f"skipped: {exc}"
 

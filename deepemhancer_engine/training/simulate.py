@@ -20,6 +20,10 @@ and the maps the networks are trained to produce, all on the same grid:
 
 Everything is deterministic given ``seed``. Arrays are ``[z, y, x]`` float32, voxel sizes and origins
 ``(x, y, z)`` in A.
+
+That is data version ``sim1`` (the default; the shipped weights' data). ``variety="sim2"`` adds per-pair
+noise families with and without a roll-off, voxel sizes of 0.5-2.5 A, anisotropic blur, depositor masks,
+and a scale and offset of the halves (:mod:`.variety`, :func:`simulate_pair`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from ..atoms import Atoms, atom_mask, gemmi_module, p1_density, read_model, voxe
 from ..errors import InputError
 from ..fourier import cosine_edge, frequency_grid
 from ..metrics import fsc
+from . import variety as V
+from .variety import DataVariety, parse_variety
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +75,8 @@ class SimulatedPair:
     #: The noise-free map both halves share (half_i = signal + noise_i): the truth of the evaluation's
     #: in-band honesty check (``evaluate(..., signal=)``); training does not use it.
     signal: np.ndarray | None = None
+    #: sim2: the depositor's mask both halves were multiplied by (None: not masked).
+    input_mask: np.ndarray | None = None
 
 
 @functools.lru_cache(maxsize=8)
@@ -187,16 +195,22 @@ def _add_ligands(atoms: Atoms, rng: np.random.Generator, centre: np.ndarray) -> 
     return Atoms(np.concatenate(pos), np.concatenate(elem), np.concatenate(b)), n_lig
 
 
-def _sample_geometry(rng, atoms: Atoms, voxel: float, max_box: int):
-    """Crop large models to fit ``max_box`` voxels; return atoms, box corner (A) and shape (z, y, x)."""
+def _sample_geometry(rng, atoms: Atoms, voxel: float, max_box: int, pad_share: float | None = None):
+    """Crop large models to fit ``max_box`` voxels; return atoms, box corner (A) and shape (z, y, x).
+    ``pad_share``: for a model that does not fit, the solvent on each side is at most this share of the largest
+    box (small voxels make a small box, which 8-22 A of solvent per side would leave without room for the model)."""
     pad_lo = rng.uniform(8.0, 22.0, 3)
     pad_hi = rng.uniform(8.0, 22.0, 3)
-    room = max_box * voxel - pad_lo - pad_hi
     lo, hi = atoms.pos.min(0), atoms.pos.max(0)
+    if pad_share is not None and np.any(hi - lo > max_box * voxel - pad_lo - pad_hi):
+        pad_lo, pad_hi = (np.minimum(p, pad_share * max_box * voxel) for p in (pad_lo, pad_hi))
+    room = max_box * voxel - pad_lo - pad_hi
     if np.any(hi - lo > room):
         c = atoms.pos[rng.integers(len(atoms.pos))]
         c = np.clip(c, lo + room / 2, hi - room / 2)
         keep = np.all(np.abs(atoms.pos - c) <= room / 2, axis=1)
+        if not np.any(keep):
+            raise InputError(f"no atom fits a box of {max_box} voxels of {voxel:.3g} A around the chosen centre")
         atoms = atoms.take(keep)
         lo, hi = atoms.pos.min(0), atoms.pos.max(0)
     corner = lo - pad_lo - rng.uniform(0, 1, 3) * voxel
@@ -314,10 +328,11 @@ class _Box:
         return soft_mask_from_atoms(self.atoms, self.corner, self.shape, self.voxel, *inner_edge)
 
 
-def _place(rng, path: Path, voxel: float, max_box: int, ligands: bool | None) -> _Box:
+def _place(rng, path: Path, voxel: float, max_box: int, ligands: bool | None, pad_share: float | None = None
+           ) -> _Box:
     """Read the model, crop it to the box, and append pseudo ligands (by default at random)."""
     atoms = load_atoms(str(path))
-    atoms, corner, shape = _sample_geometry(rng, atoms, voxel, max_box)
+    atoms, corner, shape = _sample_geometry(rng, atoms, voxel, max_box, pad_share)
     centre = atoms.pos.mean(0)
     n_lig, n_model = 0, len(atoms.b)
     if ligands if ligands is not None else rng.random() < 0.4:
@@ -402,6 +417,33 @@ def spatial_lowpass(vol: np.ndarray, s2: np.ndarray, local_res: np.ndarray, n_le
     return out
 
 
+def _halves_sim2(rng, box: _Box, signal: np.ndarray, res_req: float, d: V.Sim2Draws, tight: np.ndarray):
+    """sim2's halves: the signal (anisotropically blurred when drawn) plus the drawn noise family scaled to FSC
+    0.143 at ``res_req``, both rolled off near Nyquist when drawn (a reconstruction's filter acts on signal and
+    noise alike, so the FSC stays), masked when drawn, then scaled and offset together.
+
+    Returns the halves, their noise-free part (``half_i = signal + noise_i``), the noise scale, the resolution
+    the data support (FSC-0.143 before the mask) and the depositor's mask (or None)."""
+    if d.anisotropic:
+        signal = V.fourier_filter(signal, V.anisotropic_filter(box.shape, box.voxel, d))
+    noise1 = V.coloured_noise(rng, box.shape, box.voxel, d)
+    noise2 = V.coloured_noise(rng, box.shape, box.voxel, d)
+    k = _noise_scale(signal - signal.mean(), 0.5 * (noise1 + noise2), box.voxel, res_req)
+    noise = [np.float32(k) * noise1, np.float32(k) * noise2]
+    if d.rolloff:
+        filt = V.rolloff_filter(box.shape, box.voxel, d)
+        signal, noise = V.fourier_filter(signal, filt), [V.fourier_filter(n, filt) for n in noise]
+    supported = fsc(signal + noise[0], signal + noise[1], box.voxel).resolution(FSC_THRESHOLD)
+    mask = None
+    if d.mask is not None:
+        mask = V.depositor_mask(d, box.atoms, box.corner, box.shape, box.voxel)
+        signal, noise = signal * mask, [n * mask for n in noise]
+    inside = signal[tight > 0.5]
+    rms = float(np.sqrt(np.mean(inside.astype(np.float64) ** 2))) if inside.size else float(signal.std())
+    (half1, half2, signal), offset = V.scale_and_offset([signal + noise[0], signal + noise[1], signal], d, rms)
+    return half1, half2, signal, k, supported, mask, offset
+
+
 def simulate_pair(
     structure_path,
     seed: int,
@@ -411,30 +453,66 @@ def simulate_pair(
     max_box: int = DEFAULT_MAX_BOX,
     ligands: bool | None = None,
     micelle: bool | None = None,
+    variety: DataVariety | str = DataVariety.SIM1,
+    force: dict[str, Any] | None = None,
     local_target: bool = False,
 ) -> SimulatedPair:
     """Simulate half maps, model map, targets and masks for one model (see the module docstring).
 
     ``voxel_size`` (A) and ``resolution`` (target half-map FSC-0.143, A) are drawn from the seed when
     not given; ``ligands`` / ``micelle`` force those features on or off (default: random). The steps
-    draw from one generator in a fixed order, so a seed gives the same pair every time. ``local_target``
-    adds ``targets["localTarget"]``: the atoms without the flexibility blur, each region low-passed at its own
-    resolution (:func:`local_resolution`), times the tight mask, and ``targets["rigidTarget"]``: the same atoms
-    all low-passed at the global resolution, as if nothing were flexible (candidates measured by
-    ``benchmarks/target_ceiling.py``; they draw nothing, so the rest of the pair is unchanged).
+    draw from one generator in a fixed order, so a seed gives the same pair every time.
+
+    ``variety``: the data version (:class:`variety.DataVariety`). ``sim1`` (default) is the shipped weights'
+    data, unchanged. ``sim2`` also draws (:mod:`.variety`, recorded in ``info["sim2"]``; ``force`` fixes some
+    draws, :func:`variety.draw`): the noise family and roll-off, a voxel size of 0.5-2.5 A, an anisotropic blur,
+    a depositor's mask and a scale and offset. In a sim2 pair every map is in the halves' units: the targets and
+    the model map carry the scale but no offset (they are deviations from the solvent, as the network's
+    denormalised output), and ``signal`` is the halves' noise-free part, offset included.
+    ``fsc0143_resolution`` is what the halves as returned measure (a mask raises it); the targets are
+    low-passed at the resolution the data support, the FSC-0.143 before the mask (``info["target_resolution"]``),
+    and isotropically: the anisotropic blur weakens one direction but the target asks for what the shell-averaged
+    FSC supports, as a global B is undone. Masked pairs' targets are multiplied by the depositor's mask: beyond
+    it the data hold nothing to recover.
+
+    ``local_target`` (sim1 only) adds ``targets["localTarget"]``: the atoms without the flexibility blur, each
+    region low-passed at its own resolution (:func:`local_resolution`), times the tight mask, and
+    ``targets["rigidTarget"]``: the same atoms all low-passed at the global resolution, as if nothing were
+    flexible (candidates measured by ``benchmarks/target_ceiling.py``; they draw nothing, so the rest of the
+    pair is unchanged).
     """
     path = Path(structure_path)
+    kind = parse_variety(variety)
+    if force and kind is not DataVariety.SIM2:
+        raise InputError(f"force= fixes sim2 draws; the {kind} simulator has none")
+    if local_target and kind is not DataVariety.SIM1:
+        raise InputError("local_target= adds sim1 candidate targets; sim2 has none")
     rng = np.random.default_rng(seed)
-    res_req, voxel = sample_resolution_and_voxel(rng, resolution, voxel_size)
-    box = _place(rng, path, voxel, max_box, ligands)
+    if kind is DataVariety.SIM1:
+        res_req, voxel = sample_resolution_and_voxel(rng, resolution, voxel_size)
+        draws = None
+    else:
+        res_req, voxel = V.sample_resolution_and_voxel(rng, resolution, voxel_size)
+        draws = V.draw(rng, force)
+    box = _place(rng, path, voxel, max_box, ligands, None if draws is None else V.PAD_SHARE)
     b0, model_map, data_map, patches = _atom_maps(rng, box)
     signal, flex, tight, wide, drawn = _signal(rng, box, data_map, res_req, micelle)
-    half1, half2, k, res = _halves(rng, box, signal, res_req)
-    targets, gamma = _targets(rng, box, data_map, flex, res, tight, wide)
-    if local_target:
-        d_local = np.maximum(local_resolution(res, drawn["b_global"], flex), 2.0 * box.voxel)
-        targets["localTarget"] = spatial_lowpass(data_map, box.s2, d_local) * tight
-        targets["rigidTarget"] = _lowpass(data_map, box.s2, max(res, 2.0 * box.voxel)) * tight
+    mask, extra = None, {}
+    if draws is None:
+        half1, half2, k, res = _halves(rng, box, signal, res_req)
+        targets, gamma = _targets(rng, box, data_map, flex, res, tight, wide)
+        if local_target:
+            d_local = np.maximum(local_resolution(res, drawn["b_global"], flex), 2.0 * box.voxel)
+            targets["localTarget"] = spatial_lowpass(data_map, box.s2, d_local) * tight
+            targets["rigidTarget"] = _lowpass(data_map, box.s2, max(res, 2.0 * box.voxel)) * tight
+    else:
+        half1, half2, signal, k, supported, mask, offset = _halves_sim2(rng, box, signal, res_req, draws, tight)
+        res = fsc(half1, half2, box.voxel).resolution(FSC_THRESHOLD)
+        targets, gamma = _targets(rng, box, data_map, flex, supported, tight, wide)
+        units = np.float32(draws.scale) * (mask if mask is not None else np.float32(1.0))
+        targets = {k_: v * units for k_, v in targets.items()}
+        model_map = model_map * np.float32(draws.scale)
+        extra = {"sim2": draws.info(), "target_resolution": supported, "offset": offset}
     atoms = box.atoms
     info = {
         "structure": path.name, "seed": int(seed), "requested_resolution": res_req, "b0": b0,
@@ -442,11 +520,12 @@ def simulate_pair(
         "n_atoms": int(len(atoms.b)), "n_ligands": box.n_ligands,
         "ligand_xyz": atoms.pos[box.n_model:].round(3).tolist(),
         "micelle": drawn["micelle"], **patches, "noise_scale": k, "shape_zyx": list(box.shape),
+        "variety": kind.value, **extra,
     }
     log.debug("simulated %s seed %d: %s", path.name, seed, info)
     return SimulatedPair(
         half1=half1.astype(np.float32), half2=half2.astype(np.float32), voxel_size=(voxel,) * 3,
-        origin=tuple(float(c) for c in box.corner), model_map=model_map,
+        origin=tuple(float(c) for c in box.corner), model_map=model_map.astype(np.float32),
         targets={k_: v.astype(np.float32) for k_, v in targets.items()}, tight_mask=tight, wide_mask=wide,
-        fsc0143_resolution=res, info=info, signal=signal.astype(np.float32),
+        fsc0143_resolution=res, info=info, signal=signal.astype(np.float32), input_mask=mask,
     )
