@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Train the four shipped models on one CUDA GPU, from atomic models of the train split:
-#   1. simulate 64^3 training pairs on the CPUs; meanwhile the GPU runs the engine's `gpu` tests and a
+#   1. simulate 64^3 training pairs on the CPUs (data version --variety, default sim2: varied noise, voxel sizes,
+#      masks, scale and offset, inputs conditioned as inference conditions them); meanwhile the GPU runs the engine's `gpu` tests and a
 #      speed check (benchmarks/speed.py with random paper-size weights), pinned to two cores so that
 #      they do not slow the simulation;
 #   2. train the paper's 32/64/128 U-Net (tightTarget) and the compact 16/32/64 one side by side on
-#      64^3 cubes with bf16 autocast (the compact one is the default model);
+#      64^3 cubes with bf16 autocast (the compact one is the default model; it starts from the shipped
+#      tightTarget weights unless --init-compact none);
 #   3. fine-tune wideTarget, highRes and maskNormalized from the paper-size tightTarget, side by side;
 #   4. measure the null response of each exported model (deepemhancer null-response).
 # The shipped weights come from this script on one NVIDIA H200 with 16 CPU cores and the default times
@@ -29,6 +31,8 @@ Folders (made if missing; relative paths are taken from the current folder):
                        the paper-size tightTarget, which does not ship, goes to DIR/paper-size/
   --logs DIR           logs and the speed report (default: WORKDIR/logs)
 Data:
+  --variety V          data version of 'deepemhancer simulate' (default: sim2; sim1 is the shipped weights')
+  --noise-cubes K      pure-noise cubes of the training: spectra (default) or blur (the shipped weights')
   --structures FILE    list of atomic models, one per line, relative to its folder (default:
                        ../shared/structures/split_train.txt beside the repository; models whose box
                        holds no 64^3 cube are skipped; the shipped weights used a list of the 380 that do)
@@ -39,6 +43,8 @@ Times, in seconds from the start of the script:
   --paper-end S        stop the paper-size tightTarget run and start the fine-tunes (default: 420)
   --end S              stop every run (default: 530)
 Training:
+  --init-compact PT    weights the compact tightTarget starts from (default: the shipped
+                       deepemhancer_engine/weights/tightTarget.pt; none: from scratch)
   --device DEV         cuda, cpu or auto (default: cuda)
   --epoch-steps N      steps per validation epoch (default: 150)
 Steps to skip:
@@ -56,6 +62,7 @@ abspath() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 WORK=/tmp/deepemhancer-training
 DATA="" RUNS="" WEIGHTS="" LOGS=""
 STRUCTURES="$ROOT/../shared/structures/split_train.txt"
+VARIETY=sim2 NOISE_CUBES=spectra INIT_COMPACT="$ROOT/deepemhancer_engine/weights/tightTarget.pt"
 PAIRS=4 SIM_WORKERS=14 SIM_END=130 PAPER_END=420 END=530
 DEVICE=cuda EPOCH_STEPS=150 PY=python3
 SIMULATE=1 CHECKS=1 NULL=1
@@ -66,6 +73,7 @@ while [ $# -gt 0 ]; do
         --no-checks) CHECKS=0; shift; continue ;;
         --no-null) NULL=0; shift; continue ;;
         --workdir|--data|--runs|--weights|--logs|--structures|--pairs|--sim-workers|--sim-end|--paper-end|--end) ;;
+        --variety|--noise-cubes|--init-compact) ;;
         --device|--epoch-steps|--python) ;;
         *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -78,6 +86,9 @@ while [ $# -gt 0 ]; do
         --logs) LOGS=$(abspath "$2") ;;
         --structures) STRUCTURES=$(abspath "$2") ;;
         --pairs) PAIRS=$2 ;;
+        --variety) VARIETY=$2 ;;
+        --noise-cubes) NOISE_CUBES=$2 ;;
+        --init-compact) INIT_COMPACT=$2 ;;
         --sim-workers) SIM_WORKERS=$2 ;;
         --sim-end) SIM_END=$2 ;;
         --paper-end) PAPER_END=$2 ;;
@@ -118,9 +129,11 @@ fi
 SIM=""
 if [ "$SIMULATE" = 1 ]; then
     DEADLINE=$(date -u -d @$((T0 + SIM_END)) +%Y-%m-%dT%H:%M:%S+00:00)
-    say "simulating ($PAIRS pairs per structure, $SIM_WORKERS workers) until $DEADLINE"
+    SEED=500000; [ "$VARIETY" = sim1 ] || SEED=600000  # sim1: the shipped weights' seeds
+    say "simulating $VARIETY ($PAIRS pairs per structure, $SIM_WORKERS workers) until $DEADLINE"
     $PIN_SIM $PY -m deepemhancer_engine simulate --out "$DATA" --structures "$STRUCTURES" \
-        --pairs-per-structure "$PAIRS" --crop 64 --seed 500000 --workers "$SIM_WORKERS" --until "$DEADLINE" \
+        --pairs-per-structure "$PAIRS" --crop 64 --seed "$SEED" --variety "$VARIETY" --workers "$SIM_WORKERS" \
+        --until "$DEADLINE" \
         > "$LOGS/simulate.log" 2>&1 &
     SIM=$!
 fi
@@ -145,12 +158,14 @@ say "shards: $(ls "$DATA" | wc -l)"
 
 # 2. tightTarget: paper-size and compact side by side
 common=(--data "$DATA" --crop 64 --p-small 0 --batch 8 --amp --epoch-steps "$EPOCH_STEPS"
-        --val-cubes 32 --noise-fraction 0.3 --export-every 1 --half-weights --device "$DEVICE")
+        --val-cubes 32 --noise-fraction 0.3 --noise-cubes "$NOISE_CUBES" --export-every 1 --half-weights
+        --device "$DEVICE")
+INIT=(); [ "$INIT_COMPACT" = none ] || INIT=(--init "$INIT_COMPACT" --lr 5e-4)
 $PY -m deepemhancer_engine train "${common[@]}" --filters 32,64,128 --workers 7 --run-dir "$RUNS/paper" \
     --hours "$(hours_until "$PAPER_END")" --export "$WEIGHTS/paper-size/tightTarget.pt" \
     > "$LOGS/train_paper.log" 2>&1 &
 PA=$!
-$PY -m deepemhancer_engine train "${common[@]}" --filters 16,32,64 --workers 5 --run-dir "$RUNS/compact" \
+$PY -m deepemhancer_engine train "${common[@]}" "${INIT[@]}" --filters 16,32,64 --workers 5 --run-dir "$RUNS/compact" \
     --hours "$(hours_until "$END")" --export "$WEIGHTS/tightTarget.pt" \
     > "$LOGS/train_compact.log" 2>&1 &
 PB=$!

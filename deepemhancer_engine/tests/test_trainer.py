@@ -229,3 +229,26 @@ def test_spectral_noise_cubes_cover_falling_flat_and_rising():
         slopes.append(np.log10(mid / low))
     assert min(slopes) < -0.5 and max(slopes) > 0.2  # some fall, some rise
     assert augment.make_noise_cube("blur", 16, np.random.default_rng(0)).shape == (16, 16, 16)
+
+
+def test_fine_tune_card_names_its_data_version_and_lineage(tmp_path):
+    """Weights fine-tuned on sim2 shards get a sim2 version and keep the history of the weights they came from."""
+    from deepemhancer_engine.weights import load_model
+
+    _fake_shards(tmp_path)
+    for f in tmp_path.glob("*.npz"):  # relabel the fake shards as sim2 data
+        with np.load(f) as z:
+            arrays = {k: z[k] for k in z.files}
+        arrays["meta"] = np.array(json.dumps({"variety": "sim2"}))
+        np.savez_compressed(f, **arrays)
+    base = dict(data=tmp_path, filters=(2, 4, 8), crop=16, small_crop=8, batch=2, epoch_steps=2, val_cubes=2,
+                max_steps=2, device="cpu", threads=1)
+    train(TrainConfig(run_dir=tmp_path / "r1", export=tmp_path / "w1" / "tightTarget.pt", **base))
+    _, parent = load_model("tightTarget", tmp_path / "w1" / "tightTarget.pt")
+    train(TrainConfig(run_dir=tmp_path / "r2", export=tmp_path / "w2" / "tightTarget.pt",
+                      init=tmp_path / "w1" / "tightTarget.pt", **base))
+    _, child = load_model("tightTarget", tmp_path / "w2" / "tightTarget.pt")
+    assert parent.version.endswith("-sim2") and child.version.endswith("-sim2")
+    assert parent.training["history"] == []
+    (step,) = child.training["history"]
+    assert step["sha256"] == parent.sha256 and step["version"] == parent.version and step["steps"] == 2

@@ -33,7 +33,7 @@ from ..io import atomic_write
 from ..runner import select_device
 from ..version import __version__
 from . import augment
-from .dataset import CropDataset, list_shards, stored_edge
+from .dataset import CropDataset, list_shards, shard_variety, stored_edge
 
 log = logging.getLogger(__name__)
 _TRAINING_LOGGER = "deepemhancer_engine.training"  # the package logger, so train.log also gets the dataset's warnings
@@ -246,6 +246,24 @@ def _plot(history: list[dict], path: Path, title: str) -> None:
         plt.close(fig)
 
 
+def _lineage(init: Path | None) -> list[dict]:
+    """The weights a fine-tune started from, oldest first (their card's own history, then them): version,
+    SHA-256, device, steps and data, so that results made with earlier weights stay traceable."""
+    if init is None:
+        return []
+    card_file = Path(init).with_suffix(".json")
+    try:
+        card = json.loads(card_file.read_text())
+    except (OSError, ValueError):  # a run's best.pt has no card: name the file only
+        return [{"file": Path(init).name}]
+    training = card.get("training", {})
+    dataset = training.get("dataset", {})
+    return list(training.get("history", [])) + [{
+        "file": Path(init).name, "version": card.get("version"), "sha256": card.get("sha256"),
+        "device": training.get("device"), "steps": training.get("steps"), "cubes_seen": training.get("cubes_seen"),
+        "data": dataset.get("variety", "sim1") if isinstance(dataset, dict) else None}]
+
+
 def card_fields(cfg: TrainConfig, state: dict, device: str) -> dict:
     """Model-card fields (see weights.ModelCard) describing this run."""
     best = state.get("best", {})
@@ -290,12 +308,13 @@ def card_fields(cfg: TrainConfig, state: dict, device: str) -> dict:
                                " (falling, flat and rising spectra, some low-passed)" if cfg.noise_cubes == "spectra"
                                else ""),
             "initialised_from": str(cfg.init.name) if cfg.init else None,
+            "history": _lineage(cfg.init),
             "data": f"simulated pairs from the train split of ../shared/structures{subset} "
                     "(structure-level 8% validation split)",
             "dataset": data_meta,
             "code_version": _code_version(),
         },
-        "version": f"{__version__}-sim1",
+        "version": f"{__version__}-{shard_variety(cfg.data) or 'sim1'}",
         "license": "Apache-2.0",
         "notes": (_network_text(cfg, device) + " " + cfg.notes).strip(),
     }
