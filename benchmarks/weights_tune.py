@@ -1,4 +1,4 @@
-"""Choose between weights files on the TRAIN split only (issue 21, item 3: a fine-tuned default against the shipped one).
+"""Choose between weights files on the TRAIN split only (issue 21, item 3: a fine-tune against the shipped default).
 
 Pairs: those of ``condition_tune.py`` (``split_train.txt``, seeds >= 20,000,000): the first ``--sim`` as the
 training simulator makes them, the next ``--rising`` with two independent half-map noises whose power rises with
@@ -8,7 +8,8 @@ enhances it (default configuration, limit at the half-map FSC-0.143, the halves'
 ``quality.py`` (``evaluate.model_metrics``) beside the average and the RELION-style sharpened map. Writes
 ``weights_tuning.md`` / ``.json`` in ``--outdir``::
 
-    python benchmarks/weights_tune.py --weights deepemhancer_engine/weights/tightTarget.pt new/tightTarget.pt
+    python benchmarks/weights_tune.py --weights deepemhancer_engine/weights/tightTarget.pt \\
+        new/tightTarget.pt
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ import statistics
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

@@ -12,14 +12,14 @@ pytest.importorskip("gemmi")
 from deepemhancer_engine.training import dataset, simulate  # noqa: E402
 
 
-def _write_pdb(path: Path, n: int = 160, seed: int = 0) -> Path:
-    """A compact blob of bonded-looking C/N/O atoms (a fake protein), as a PDB file."""
+def _write_pdb(path: Path, n: int = 160, seed: int = 0, half: float = 9.0) -> Path:
+    """A compact blob of bonded-looking C/N/O atoms (a fake protein, ``2 half`` A across), as a PDB file."""
     rng = np.random.default_rng(seed)
     p, pts = np.zeros(3), []
     for _ in range(n):
         step = rng.normal(size=3)
         p = p + 1.5 * step / np.linalg.norm(step)
-        p = np.clip(p, -9, 9)
+        p = np.clip(p, -half, half)
         pts.append(p.copy())
     lines = []
     for i, (x, y, z) in enumerate(pts):

@@ -21,18 +21,11 @@ from deepemhancer_engine.training import dataset, simulate, variety  # noqa: E40
 PLAIN = {"rolloff": False, "anisotropic": False, "mask": None, "scale": 1.0, "offset": 0.0}
 
 
-def _write_pdb(path: Path, n: int = 400, seed: int = 1) -> Path:
-    """A compact blob of bonded-looking C/N/O atoms (a fake protein, about 26 A across), as a PDB file."""
-    rng = np.random.default_rng(seed)
-    p, lines = np.zeros(3), []
-    for i in range(n):
-        step = rng.normal(size=3)
-        p = np.clip(p + 1.5 * step / np.linalg.norm(step), -13, 13)
-        el = "CNO"[i % 3]
-        lines.append(f"ATOM  {i + 1:5d}  {el:<3s} ALA A{i // 5 + 1:4d}    {p[0]:8.3f}{p[1]:8.3f}{p[2]:8.3f}"
-                     f"  1.00 20.00          {el:>2s}")
-    path.write_text("\n".join(lines) + "\nEND\n")
-    return path
+def _write_pdb(path: Path) -> Path:
+    """A fake protein of 400 atoms about 26 A across (test_simulate's blob, larger)."""
+    from test_simulate import _write_pdb as blob
+
+    return blob(path, n=400, seed=1, half=13.0)
 
 
 @pytest.fixture(scope="module")
