@@ -3,8 +3,9 @@
 Pairs: those of ``condition_tune.py`` (``split_train.txt``, seeds >= 20,000,000): the first ``--sim`` as the
 training simulator makes them, the next ``--rising`` with two independent half-map noises whose power rises with
 frequency; ``--masked`` of the first pairs also masked as depositors mask a map and enhanced as one map
-with the defaults (no resolution: the real maps' gate). Each pair's average is enhanced with each ``--weights`` file exactly as ``deepemhancer -i h1 -i2 h2``
-enhances it (default configuration, limit at the half-map FSC-0.143, the halves' FSC curve) and scored like
+with the defaults (no resolution: the real maps' gate). Each pair's average is enhanced with each ``--weights``
+file exactly as ``deepemhancer -i h1 -i2 h2`` enhances it (default configuration, limit at the half-map
+FSC-0.143, the halves' FSC curve) and scored like
 ``quality.py`` (``evaluate.model_metrics``) beside the average and the RELION-style sharpened map. Writes
 ``weights_tuning.md`` / ``.json`` in ``--outdir``::
 
