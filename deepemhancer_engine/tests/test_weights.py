@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -144,3 +145,16 @@ def test_random_placeholder_and_describe(tmp_path, caplog):
     training = lines.index(next(line for line in lines if line.startswith("training:")))
     assert lines[training].endswith("steps: 3, validation_l1: 0.05373")  # floats to 4 significant digits
     assert lines[training + 1] == "  dataset: pairs: 2"  # nested entries on their own line
+
+
+def test_former_default_stays_loadable_beside_the_new_one():
+    """Results made with earlier weights stay reproducible: each archived version loads (SHA-256 checked) from
+    its folder, and the current card names it in its history."""
+    from deepemhancer_engine.weights import load_model
+
+    shipped = Path(__file__).resolve().parents[1] / "weights"
+    _, current = load_model("tightTarget", shipped / "tightTarget.pt")
+    _, former = load_model("tightTarget", shipped / "0.1.0-sim1" / "tightTarget.pt")
+    assert former.version == "0.1.0-sim1" and current.version != former.version
+    assert [h["sha256"] for h in current.training["history"]] == [former.sha256]
+    assert (shipped / "0.1.0-sim1" / "tightTarget.null.npz").exists()
