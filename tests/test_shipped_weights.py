@@ -96,4 +96,7 @@ class TestDeepEMhancerShippedWeights(BaseTest):
                 ours, theirs = np.asarray(a.data), np.asarray(b.data)
             self.assertEqual(ours.shape, theirs.shape)
             self.assertGreater(float(ours.std()), 0)
-            np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5 * float(np.abs(theirs).max()))
+            # Two bf16 CPU runs of the same command differ at a few isolated voxels by up to ~1e-5 of the map's
+            # maximum (seen with the 0.1.0-sim2 weights: 4 of 321,408 voxels at 1.06e-5); a wrong option differs by
+            # 5e-3 (no null correction) to 0.26 (no classical amplitudes) of it, in most voxels.
+            np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4 * float(np.abs(theirs).max()))
