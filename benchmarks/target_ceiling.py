@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from condition_tune import TUNE_SEED  # noqa: E402
 from quality import SHARED, simulated_pairs  # noqa: E402
 
-from deepemhancer_engine.evaluate import CLASSICAL, METRIC_DIRECTION, model_metrics  # noqa: E402
+from deepemhancer_engine.evaluate import CLASSICAL, best_classical, gain_over, model_metrics  # noqa: E402
 from deepemhancer_engine.io import GridInfo  # noqa: E402
 from deepemhancer_engine.metrics import auto_sharpen  # noqa: E402
 
@@ -77,8 +77,8 @@ def report(rows: list[dict], command: str, seconds: float) -> str:
     for m in MAPS[2:]:
         cells = []
         for k in METRICS:
-            best = max(CLASSICAL, key=lambda c: METRIC_DIRECTION[k] * med[c, k])
-            gains = [METRIC_DIRECTION[k] * (r[f"{m}|{k}"] - r[f"{best}|{k}"]) for r in rows]
+            best = best_classical({c: med[c, k] for c in CLASSICAL}, k)
+            gains = [gain_over(r[f"{m}|{k}"], r[f"{best}|{k}"], k) for r in rows]
             cells.append(f"{statistics.median(gains):+.3f} ({min(gains):+.3f}) over {best}")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     lines += ["", "## Per pair", "", "| case | d_half | voxel | " + " | ".join(f"{k} {m}" for m in MAPS for k in

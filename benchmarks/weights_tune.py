@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from condition_tune import TUNE_SEED, tuning_pairs  # noqa: E402
 from quality import SHARED  # noqa: E402
 
-from deepemhancer_engine.evaluate import CLASSICAL, METRIC_DIRECTION, model_metrics  # noqa: E402
+from deepemhancer_engine.evaluate import CLASSICAL, best_classical, gain_over, model_metrics  # noqa: E402
 from deepemhancer_engine.metrics import sharpen_average  # noqa: E402
 
 log = logging.getLogger("weights_tune")
@@ -99,8 +99,8 @@ def report(rows: list[dict], names: list[str], meta: dict) -> str:
             cells = []
             for k in METRICS:
                 med = {c: statistics.median(r["maps"][c][k] for r in chosen) for c in CLASSICAL}
-                best = max(CLASSICAL, key=lambda c: METRIC_DIRECTION[k] * med[c])
-                gains = [METRIC_DIRECTION[k] * (r["maps"][name][k] - r["maps"][best][k]) for r in chosen]
+                best = best_classical(med, k)
+                gains = [gain_over(r["maps"][name][k], r["maps"][best][k], k) for r in chosen]
                 cells.append(f"{statistics.median(gains):+.3f} ({min(gains):+.3f})")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
