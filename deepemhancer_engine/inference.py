@@ -25,14 +25,13 @@ import torch
 
 from .config import BlendMode, Lattice, TilingConfig
 from .errors import DeviceError, InputError
-from .nullresponse import NullCorrection, subtract
+from .nullresponse import Band, Colour, NullCorrection, subtract
 from .runner import NetworkRunner
 from .tiling import TileGrid, TileMerger, iter_batches, pad_to_tile, split_by_envelope, split_by_mask
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]
-Band = Optional[tuple[float, ...]]  # nullresponse.Band
 
 #: Cube starts are multiples of this where the stride allows (twice the U-Net's downsampling factor):
 #: the grid of the original's stride-16 cubes, so every cube of the default stride is one the original
@@ -122,6 +121,7 @@ def predict_volume(
     *,
     null: NullCorrection | None = None,
     null_band: Band = None,
+    null_colour: Colour = None,
     mask: npt.ArrayLike | None = None,
     solvent_std: Optional[float] = None,
     progress: ProgressFn | None = None,
@@ -137,6 +137,7 @@ def predict_volume(
         null: when given, its response for the cube size and ``null_band`` is subtracted from every cube
             before blending, and short axes are padded with noise of its level.
         null_band: the band of the noise the null response is measured with (:meth:`NullCorrection.response`).
+        null_colour: the radial shape of that noise's power (:func:`nullresponse.noise_colour`; None: flat).
         mask: optional (Z, Y, X) mask (0..1) on the same grid: cubes holding only mask values <=
             :data:`tiling.MASK_THRESHOLD` are not run (output 0; inside the mask exactly the unskipped result).
         solvent_std: without a mask, the normalised noise std: cubes with no molecule within :data:`SKIP_MARGIN`
@@ -161,7 +162,7 @@ def predict_volume(
         _log_layout(grid, tiling, runner, batch_size, total, merger.n_skipped, why)
         with torch.inference_mode():
             t_null = -time.perf_counter()
-            response = null.response(grid.tile, null_band) if null is not None and total else None
+            response = null.response(grid.tile, null_band, null_colour) if null is not None and total else None
             t_null += time.perf_counter()
             run = _run_cuda if runner.device.type == "cuda" else _run_cpu
             net_s, blend_s, first_s = run(runner, padded, grid, starts, batch_size, merger, progress, total,

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Mapping, Optional, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+import scipy.fft
 
 from .errors import InputError
 from .fourier import axis_frequencies
@@ -46,6 +47,9 @@ log = logging.getLogger(__name__)
 #: Per axis (z, y, x) the share of the Nyquist frequency the noise reaches, and optionally a fourth entry:
 #: the resolution (voxels) of the conditioning low-pass (:mod:`condition`).
 Band = Optional[tuple[float, ...]]
+#: The colour of the map's solvent noise (:func:`noise_colour`): per radial frequency bin of
+#: :data:`COLOUR_EDGES`, the power over the mean in-band power, log2 in half steps; None: white (or unknown).
+Colour = Optional[tuple[int, ...]]
 _Out = TypeVar("_Out")
 
 #: Pure-noise cubes averaged for a null response: enough that the estimate's own noise, the same in
@@ -58,6 +62,14 @@ SHIPPED_CUBES = 128
 #: At most this many noise cubes per forward pass while measuring (the CPU batch), whatever the map's batch.
 MEASURE_BATCH = 8
 _META = "meta"
+#: Radial frequency bins (cycles per voxel of the working grid) of a noise colour: 16 of 1/32 up to Nyquist.
+COLOUR_EDGES = np.linspace(0.0, 0.5, 17)
+#: A bin with fewer Fourier coefficients than this (the innermost, on small maps) takes its neighbour's value.
+COLOUR_MIN_COEFFICIENTS = 64
+#: A colour is measured from at least this share of the map (solvent voxels); less: the band's white noise.
+COLOUR_MIN_SOLVENT = 0.1
+#: Quantisation of a colour (log2 of power): half steps, so nearby maps share one response, and its range.
+COLOUR_STEP, COLOUR_FLOOR, COLOUR_CEIL = 0.5, -16, 8
 #: Environment variable naming the cache folder of band-limited null responses ("" or "off": no cache).
 CACHE_ENV = "DEEPEMHANCER_CACHE"
 
@@ -156,30 +168,32 @@ class NullStore:
         self.shipped = load_null_responses(pt_path, sha256, null_std)
         self.cache = (cache if cache is not None else cache_dir()) if use_cache else None
 
-    def _entry(self, tile: int, precision: str, band: Optional[tuple[float, ...]]) -> Optional[Path]:
+    def _entry(self, tile: int, precision: str, band: Optional[tuple[float, ...]], colour: Colour = None
+               ) -> Optional[Path]:
         """Cache file of a response measured as :class:`NullCorrection` does (seed, cube count); band None: white."""
         if self.cache is None:
             return None
         tag = "white" if band is None else "_".join(f"{b:.3f}" for b in band)
-        return self.cache / (f"null-{self.sha256[:16]}-{precision}-{int(tile)}-{tag}-{self.null_std:g}"
-                             f"-s{NULL_SEED}x{NULL_CUBES}.npz")
+        return self.cache / (f"null-{self.sha256[:16]}-{precision}-{int(tile)}-{tag}{colour_tag(colour)}"
+                             f"-{self.null_std:g}-s{NULL_SEED}x{NULL_CUBES}.npz")
 
-    def get(self, tile: int, precision: str, band: Optional[tuple[float, ...]] = None
+    def get(self, tile: int, precision: str, band: Optional[tuple[float, ...]] = None, colour: Colour = None
             ) -> tuple[Optional[npt.NDArray[np.float32]], str]:
         """``(response, where it came from)``, or ``(None, "")`` when it must be measured."""
-        if band is None:
+        if band is None and colour is None:
             found = self.shipped.get((int(tile), precision))
             if found is not None:
                 return found, "shipped with the weights"
-        path = self._entry(tile, precision, band)
+        path = self._entry(tile, precision, band, colour)
         found = _read(path, self.sha256, self.null_std, quiet=True).get(_key(tile, precision)) if path else None
         return (found, f"cached in {path}") if found is not None else (None, "")
 
-    def put(self, tile: int, precision: str, band: Optional[tuple[float, ...]], response: np.ndarray) -> None:
+    def put(self, tile: int, precision: str, band: Optional[tuple[float, ...]], response: np.ndarray,
+            colour: Colour = None) -> None:
         """Cache a response measured by :meth:`NullCorrection.measure` with its defaults (not those the
         shipped file holds)."""
-        shipped = band is None and (int(tile), precision) in self.shipped
-        path = None if shipped else self._entry(tile, precision, band)
+        shipped = band is None and colour is None and (int(tile), precision) in self.shipped
+        path = None if shipped else self._entry(tile, precision, band, colour)
         if path is None:
             return
         try:
@@ -190,23 +204,98 @@ class NullStore:
             log.debug("not caching the null response in %s: %s", path, exc)
 
 
-def _band_noise(rng: np.random.Generator, n: int, tile: int, band: Band, std: float) -> npt.NDArray[np.float32]:
+def _band_noise(rng: np.random.Generator, n: int, tile: int, band: Band, std: float,
+                colour: Colour = None) -> npt.NDArray[np.float32]:
     """``n`` cubes of Gaussian noise with standard deviation ``std``, white or (``band``) with nothing
     beyond ``band[i]`` x Nyquist along axis i (z, y, x: what Fourier resampling to finer voxels leaves) and,
-    with a fourth entry ``d`` (voxels), the conditioning low-pass at ``d`` (:func:`condition.response`)."""
+    with a fourth entry ``d`` (voxels), the conditioning low-pass at ``d`` (:func:`condition.response`);
+    ``colour`` (:func:`noise_colour`) shapes the power radially."""
     noise = rng.normal(0.0, 1.0, (n, tile, tile, tile))
-    if band is not None:
+    if band is not None or colour is not None:
         spec = np.fft.rfftn(noise, axes=(1, 2, 3))
         freqs = axis_frequencies((tile,) * 3, 1.0)
-        for f, b in zip(freqs, band[:3]):  # cycles per voxel; Nyquist = 0.5
+        for f, b in zip(freqs, (band or (1.0, 1.0, 1.0))[:3]):  # cycles per voxel; Nyquist = 0.5
             spec *= (np.abs(f) <= 0.5 * b + 1e-9)[None]
-        if len(band) > 3:
+        radius = np.sqrt(sum(f * f for f in freqs))
+        if band is not None and len(band) > 3:
             from .condition import response
 
-            spec *= response(np.sqrt(sum(f * f for f in freqs)), band[3])[None]
+            spec *= response(radius, band[3])[None]
+        if colour is not None:
+            spec *= colour_amplitude(colour, radius)[None]
         noise = np.fft.irfftn(spec, s=(tile, tile, tile), axes=(1, 2, 3))
     noise *= std / np.maximum(noise.std(axis=(1, 2, 3), keepdims=True), 1e-12)  # per cube: batch-independent
     return noise.astype(np.float32)
+
+
+def colour_amplitude(colour: tuple[int, ...], radius: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Amplitude (square root of the power) of a :func:`noise_colour` at radial frequencies ``radius`` (cycles
+    per voxel): log2 power interpolated linearly between the bins' centres, constant beyond the outer ones."""
+    centres = 0.5 * (COLOUR_EDGES[1:] + COLOUR_EDGES[:-1])
+    log2_power = np.interp(np.asarray(radius, np.float64), centres, np.asarray(colour, np.float64) * COLOUR_STEP)
+    return np.exp2(0.5 * log2_power)
+
+
+def noise_colour(norm: npt.NDArray[np.float32], band: Band = None) -> Colour:
+    """The radial power spectrum of a normalised map's solvent noise on the working grid, as a null
+    response is measured with it: per bin of :data:`COLOUR_EDGES`, log2 of the power over the mean power of
+    the bins inside the band (``band``'s narrowest axis), in :data:`COLOUR_STEP` steps. None when the noise
+    is white there (every in-band bin rounds to the mean: the band's white noise is what the map holds), when
+    the solvent is under :data:`COLOUR_MIN_SOLVENT` of the map or flat (masked).
+
+    The solvent (:func:`normalize.solvent_voxels`) is weighted by a smooth window (the mask blurred by 2
+    voxels) before the Fourier transform, so that its edges do not spread power across frequencies.
+    """
+    from scipy import ndimage
+
+    from .normalize import solvent_voxels
+
+    data = np.asarray(norm, np.float32)
+    if data.ndim != 3 or min(data.shape) < 8:
+        return None
+    solvent = solvent_voxels(data)
+    if np.count_nonzero(solvent) < COLOUR_MIN_SOLVENT * data.size:
+        return None
+    window = ndimage.gaussian_filter(solvent.astype(np.float32), 2.0, mode="wrap")
+    values = data[solvent]
+    if not float(np.std(values)) > 0:
+        return None
+    centred = (data - np.float32(np.mean(values))) * window
+    del window
+    spec = scipy.fft.rfftn(centred, workers=-1)  # complex64 for float32 input
+    del centred
+    bins = len(COLOUR_EDGES) - 1
+    sums, counts = np.zeros(bins), np.zeros(bins, np.int64)
+    fz, fy, fx = axis_frequencies(data.shape, 1.0)
+    plane_r2 = fy.reshape(-1, 1) ** 2 + fx.reshape(1, -1) ** 2
+    for k, f in enumerate(np.ravel(fz)):  # one plane at a time: no volume-sized frequency arrays
+        radius = np.sqrt(plane_r2 + f * f)
+        which = np.clip(np.digitize(radius, COLOUR_EDGES) - 1, 0, bins - 1)
+        which[radius == 0] = bins  # the mean: not noise
+        sums += np.bincount(which.ravel(), (np.abs(spec[k]) ** 2).ravel().astype(np.float64), minlength=bins + 1)[:bins]
+        counts += np.bincount(which.ravel(), minlength=bins + 1)[:bins]
+    del spec
+    valid = counts >= COLOUR_MIN_COEFFICIENTS
+    edge = 0.5 * (min(band[:3]) if band is not None else 1.0)
+    inside = valid & (COLOUR_EDGES[1:] <= edge + 1e-9)
+    if not inside.any():
+        return None
+    mean = sums / np.maximum(counts, 1)
+    reference = mean[inside].mean()
+    if not reference > 0:
+        return None
+    log2 = np.log2(np.maximum(mean / reference, 2.0 ** COLOUR_FLOOR))
+    first = int(np.argmax(valid))
+    log2[:first] = log2[first]  # the innermost bins hold too few coefficients: their outer neighbour's value
+    steps = np.clip(np.round(log2 / COLOUR_STEP), COLOUR_FLOOR / COLOUR_STEP, COLOUR_CEIL / COLOUR_STEP)
+    if not np.any(steps[inside]):
+        return None
+    return tuple(int(q) for q in steps)
+
+
+def colour_tag(colour: Colour) -> str:
+    """A colour as a short file-name tag (``""`` for white)."""
+    return "" if colour is None else "-c" + ".".join(str(q) for q in colour)
 
 
 def band_key(band: Optional[tuple[float, ...]]) -> Band:
@@ -238,7 +327,8 @@ class NullCorrection:
         runner: the runner the maps go through: responses are measured in its precision and layout.
         std: standard deviation of the noise (the normalised noise level, 0.1); positive.
         store: where responses are looked up before measuring and kept after (a :class:`NullStore`, or
-            anything with its ``get(tile, precision, band)`` and ``put(tile, precision, band, response)``);
+            anything with its ``get(tile, precision, band, colour)`` and ``put(tile, precision, band, response,
+            colour)``);
             None: measure.
 
     Example:
@@ -255,9 +345,10 @@ class NullCorrection:
         self.runner = runner
         self.std = float(std)
         self.store = store
-        self._responses: dict[tuple[int, Band], npt.NDArray[np.float32]] = {}
+        self._responses: dict[tuple[int, Band, Colour], npt.NDArray[np.float32]] = {}
 
-    def measure(self, tile: int, band: Band = None, cubes: int = NULL_CUBES) -> npt.NDArray[np.float32]:
+    def measure(self, tile: int, band: Band = None, cubes: int = NULL_CUBES, colour: Colour = None
+                ) -> npt.NDArray[np.float32]:
         """Mean ``(tile, tile, tile)`` output over ``cubes`` noise cubes of std :attr:`std` (seed
         :data:`NULL_SEED`); not kept (see :meth:`response`). The first cubes are the same for any ``cubes``.
         """
@@ -270,34 +361,37 @@ class NullCorrection:
         total = np.zeros((tile, tile, tile), np.float64)
         with torch.inference_mode():
             for done in range(0, cubes, step):
-                noise = _band_noise(rng, min(step, cubes - done), tile, band, self.std)
+                noise = _band_noise(rng, min(step, cubes - done), tile, band, self.std, colour)
                 total += self.runner.forward(noise).sum(axis=0, dtype=np.float64)
         return (total / cubes).astype(np.float32)
 
-    def response(self, tile: int, band: Optional[tuple[float, ...]] = None) -> npt.NDArray[np.float32]:
+    def response(self, tile: int, band: Optional[tuple[float, ...]] = None, colour: Colour = None
+                 ) -> npt.NDArray[np.float32]:
         """The ``(tile, tile, tile)`` mean output for pure-noise cubes.
 
         ``band``: per axis ``(z, y, x)``, the share of the Nyquist frequency the noise reaches (a map
         resampled from coarser voxels holds nothing beyond ``voxel / input voxel``); None = white
-        (:func:`band_key`). Found in the store: used as it is; else measured on :data:`NULL_CUBES` cubes
-        and handed to the store. Either way kept here, so each cube size and band costs at most once.
+        (:func:`band_key`). ``colour``: the radial shape of the noise's power (:func:`noise_colour`; None:
+        flat). Found in the store: used as it is; else measured on :data:`NULL_CUBES` cubes and handed to
+        the store. Either way kept here, so each cube size, band and colour costs at most once.
         """
         band = band_key(band)
-        key = (int(tile), band)
+        key = (int(tile), band, colour)
         if key not in self._responses:
-            precision, label = self.runner.precision, f" (band {band})" if band else ""
-            known, where = self.store.get(tile, precision, band) if self.store else (None, "")
+            precision = self.runner.precision
+            label = (f" (band {band})" if band else "") + (" (coloured noise)" if colour is not None else "")
+            known, where = self.store.get(tile, precision, band, colour) if self.store else (None, "")
             if known is not None and known.shape == (tile,) * 3:
                 self._responses[key] = np.asarray(known, np.float32)
                 log.info("Null response of the network for %d^3 cubes%s in %s: %s", tile, label, precision, where)
             else:
                 t0 = time.perf_counter()
-                self._responses[key] = null = self.measure(tile, band)
+                self._responses[key] = null = self.measure(tile, band, colour=colour)
                 log.info("Null response of the network measured on %d noise cubes of %d^3%s in %.1f s (rms %.3g)",
                          NULL_CUBES, tile, label, time.perf_counter() - t0,
                          float(np.sqrt(np.mean(null.astype(np.float64) ** 2))))
                 if self.store:
-                    self.store.put(tile, precision, band, null)
+                    self.store.put(tile, precision, band, null, colour)
         return self._responses[key]
 
 

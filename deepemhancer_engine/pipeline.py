@@ -48,15 +48,16 @@ class LoadedModel:
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def predict(self, array: np.ndarray, tiling: TilingConfig, *, progress: Progress | None = None,
-                mask: np.ndarray | None = None, null_band: tuple[float, float, float] | None = None,
-                solvent_std: float | None = None) -> np.ndarray:
+                mask: np.ndarray | None = None, null_band: tuple[float, ...] | None = None,
+                null_colour: tuple[int, ...] | None = None, solvent_std: float | None = None) -> np.ndarray:
         """Run a normalised map through the network cube by cube (:func:`inference.predict_volume`; ``mask``
-        and ``solvent_std`` say which cubes may be skipped)."""
+        and ``solvent_std`` say which cubes may be skipped; ``null_band`` and ``null_colour`` the noise the
+        null response is measured with)."""
         from .inference import predict_volume
 
         result, self.timings = predict_volume(array, tiling, self.runner, null=self.null,  # type: ignore[arg-type]
-                                              null_band=null_band, mask=mask, solvent_std=solvent_std,
-                                              progress=progress)
+                                              null_band=null_band, null_colour=null_colour, mask=mask,
+                                              solvent_std=solvent_std, progress=progress)
         return result
 
 
@@ -248,16 +249,23 @@ def _run_network(model: LoadedModel, norm: np.ndarray, config: EnhanceConfig, vs
                  clock: _StageClock, limit: float | None = None) -> np.ndarray:
     """The normalised map through the network in cubes (the model card's cube size), blended; with
     ``config.inference.skip_solvent`` the cubes outside the mask, or without one those with no molecule
-    near, are not run. The null response is measured on noise with the map's band: what resampling leaves,
-    and the conditioning low-pass at ``limit``."""
+    near, are not run. The null response is measured on noise with the map's band (what resampling leaves)
+    and, for a map conditioned at ``limit``, the conditioning low-pass; an unconditioned map's noise can have
+    any colour (rising, rolled off), so there it is measured (:func:`nullresponse.noise_colour`)."""
+    from .nullresponse import noise_colour
+
     tiling = scaled_tiling(config.tiling, _model_tile(model.card, config.tiling.tile))
     skip = config.inference.skip_solvent
+    band: tuple[float, ...] = tuple(min(1.0, target_vs / v) for v in (vs[2], vs[1], vs[0]))  # after resampling
+    colour = None
+    if limit is not None and config.condition is not ConditionMode.NONE:
+        band = (*band, float(limit) / target_vs)  # the conditioning low-pass, in working voxels
+    elif model.null is not None:
+        with clock("noise_colour"):
+            colour = noise_colour(norm, band)
     with clock("network"):
-        band = tuple(min(1.0, target_vs / v) for v in (vs[2], vs[1], vs[0]))  # noise band after resampling
-        if limit is not None and config.condition is not ConditionMode.NONE:
-            band = (*band, float(limit) / target_vs)  # the conditioning low-pass, in working voxels
         pred = model.predict(norm, tiling, progress=progress, mask=work_mask if skip else None, null_band=band,
-                             solvent_std=config.normalization.target_std if skip else None)
+                             null_colour=colour, solvent_std=config.normalization.target_std if skip else None)
     log.info("Network and blending done in %.1f s", clock.last)
     return pred
 

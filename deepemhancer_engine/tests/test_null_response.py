@@ -223,14 +223,16 @@ class FakeStore:
         self.calls: list[tuple] = []
         self.kept: dict[tuple, np.ndarray] = {}
 
-    def get(self, tile, precision, band):
-        self.calls.append(("get", tile, precision, band))
-        found = self.kept.get((tile, precision, band))
+    def get(self, tile, precision, band, colour=None):
+        key = band if colour is None else (band, colour)
+        self.calls.append(("get", tile, precision, key))
+        found = self.kept.get((tile, precision, key))
         return (found, "the fake store") if found is not None else (None, "")
 
-    def put(self, tile, precision, band, response):
-        self.calls.append(("put", tile, precision, band))
-        self.kept[(tile, precision, band)] = response
+    def put(self, tile, precision, band, response, colour=None):
+        key = band if colour is None else (band, colour)
+        self.calls.append(("put", tile, precision, key))
+        self.kept[(tile, precision, key)] = response
 
 
 def test_null_correction_measures_once_per_cube_and_band_with_the_store_given(monkeypatch):
@@ -273,3 +275,107 @@ def test_band_noise_is_the_cached_responses_noise():
     got = nullresponse._band_noise(np.random.default_rng(nullresponse.NULL_SEED), 2, tile, band, 0.1)
     np.testing.assert_array_equal(got, ref.astype(np.float32))
     assert nullresponse.band_key((1.0, 1.0, 1.0)) is None and nullresponse.band_key(band) == band
+
+
+class ColourNet(nn.Module):
+    """Output = a fixed cube-position pattern scaled by how much of the input's power lies in its fine
+    detail (mean squared Laplacian over mean square): its response to pure noise depends on the noise's
+    colour, as the real network's does, and not on the noise level."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pattern = PatternNet().pattern
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lap = -6 * x
+        for dim in (1, 2, 3):
+            lap = lap + torch.roll(x, 1, dim) + torch.roll(x, -1, dim)
+        ratio = (lap ** 2).mean(dim=(1, 2, 3), keepdim=True) / (x ** 2).mean(dim=(1, 2, 3), keepdim=True)
+        return self.pattern * ratio / 12.0
+
+
+def _rising_noise(shape, seed):
+    """Noise whose power grows like the squared frequency (an unregularised reconstruction's)."""
+    from deepemhancer_engine.noisegen import coloured_noise
+
+    return coloured_noise(shape, (1.0, 1.0, 1.0), "rising", seed, std=0.1)
+
+
+def test_noise_colour_of_white_rising_masked_and_crowded_maps():
+    rng = np.random.default_rng(3)
+    assert nullresponse.noise_colour(rng.normal(0, 0.1, (48, 48, 48)).astype(np.float32)) is None  # white
+    rising = nullresponse.noise_colour(_rising_noise((48, 48, 48), 4))
+    assert rising is not None and len(rising) == len(nullresponse.COLOUR_EDGES) - 1
+    assert rising[-1] - rising[1] >= 6  # power up >= 8x from the second bin to Nyquist (half steps of log2)
+    assert all(b >= a - 1 for a, b in zip(rising, rising[1:]))  # rising, up to the estimate's noise
+    again = nullresponse.noise_colour(_rising_noise((48, 48, 48), 5))  # another realisation: the same colour
+    assert max(abs(a - b) for a, b in zip(again, rising)) <= 1
+    assert nullresponse.noise_colour(np.zeros((48, 48, 48), np.float32)) is None  # masked: nothing to measure
+    crowded = np.full((48, 48, 48), 5.0, np.float32)  # a molecule filling the box: no solvent
+    crowded[:2] = rng.normal(0, 0.1, (2, 48, 48))
+    assert nullresponse.noise_colour(crowded) is None
+    # the colour of a band-limited map is measured inside its band only (white there)
+    spec = np.fft.rfftn(rng.normal(0, 1, (48, 48, 48)))
+    freqs = np.meshgrid(np.fft.fftfreq(48), np.fft.fftfreq(48), np.fft.rfftfreq(48), indexing="ij")
+    spec[np.sqrt(sum(f * f for f in freqs)) > 0.25] = 0
+    limited = np.fft.irfftn(spec, s=(48, 48, 48), axes=(0, 1, 2)).astype(np.float32)
+    assert nullresponse.noise_colour(limited, (0.5, 0.5, 0.5)) is None
+
+
+def test_coloured_null_noise_follows_the_colour():
+    colour = tuple([0] * 8 + [4] * 8)  # 4x the power (4 half steps of log2) in the outer bins
+    cubes = nullresponse._band_noise(np.random.default_rng(0), 4, 32, None, 0.1, colour)
+    np.testing.assert_allclose(cubes.std(axis=(1, 2, 3)), 0.1, rtol=1e-5)
+    power = np.abs(np.fft.fftn(cubes, axes=(1, 2, 3))) ** 2
+    f = np.fft.fftfreq(32)
+    radius = np.sqrt(sum(g * g for g in np.meshgrid(f, f, f, indexing="ij")))
+    inner = power[:, (radius > 0.05) & (radius < 0.2)].mean()
+    outer = power[:, (radius > 0.3) & (radius < 0.45)].mean()
+    assert 3.0 < outer / inner < 5.0
+    assert nullresponse.colour_tag(None) == "" and nullresponse.colour_tag((0, -1, 2)) == "-c0.-1.2"
+
+
+def test_coloured_null_removes_what_the_white_one_leaves():
+    """A network whose null response depends on the noise's colour: on a map of rising noise, the response
+    measured with the map's colour takes the fixed pattern out, the white one leaves most of it."""
+    volume = _rising_noise((48, 48, 48), 6)
+    colour = nullresponse.noise_colour(volume)
+    assert colour is not None
+    run = fp32(ColourNet(), 4)
+    tiling = TilingConfig(tile=TILE, stride=8, lattice="cubic")
+    null = NullCorrection(run, 0.1)
+    raw = predict_volume(volume, tiling, run)[0]
+    white = predict_volume(volume, tiling, run, null=null)[0]
+    matched = predict_volume(volume, tiling, run, null=null, null_colour=colour)[0]
+    rms = lambda a: float(np.sqrt(np.mean(a.astype(np.float64) ** 2)))  # noqa: E731
+    assert rms(matched) < 0.5 * rms(white) and rms(white) > 0.15 * rms(raw)  # measured 0.0036, 0.0090, 0.038
+    assert null.response(TILE, None, colour) is null.response(TILE, None, colour)  # measured once
+
+
+def test_coloured_responses_cached_under_their_colour(tmp_path, tiny_weights):
+    store = nullresponse.NullStore(tiny_weights, "ab" * 32, 0.1, cache=tmp_path)
+    response = np.full((8, 8, 8), 0.01, np.float32)
+    store.put(8, "float32", None, response, (0, 1, 2))
+    assert store.get(8, "float32", None)[0] is None  # white: not the coloured entry
+    found, where = store.get(8, "float32", None, (0, 1, 2))
+    np.testing.assert_allclose(found, response, rtol=1e-3)
+    assert "-c0.1.2-" in where and store.get(8, "float32", None, (0, 1, 3))[0] is None
+
+
+def test_unconditioned_maps_get_their_noise_colour_conditioned_maps_the_band(tiny_weights, monkeypatch):
+    from deepemhancer_engine.config import EnhanceConfig, InferenceConfig
+    from deepemhancer_engine.pipeline import enhance, load
+
+    monkeypatch.setenv(nullresponse.CACHE_ENV, "off")
+    volume = _rising_noise((40, 40, 40), 7)
+    config = EnhanceConfig(weights=tiny_weights, inference=InferenceConfig(skip_solvent=False))  # noise: no molecule
+    model = load(config)
+    enhance(volume, 1.0, config=config, model=model)  # one map, no resolution: nothing conditions it
+    (colour_key,) = [k for k in model.null._responses if k[2] is not None]
+    assert colour_key[1] is None and colour_key[2] == nullresponse.noise_colour(volume)
+    model.null._responses.clear()
+    enhance(volume, 1.0, config=config, model=model, resolution=6.0)  # conditioned: the band's low-pass
+    assert [k[1:] for k in model.null._responses] == [((1.0, 1.0, 1.0, 6.0), None)]
+    model.null._responses.clear()
+    enhance(np.random.default_rng(8).normal(0, 1, (40, 40, 40)).astype(np.float32), 1.0, config=config, model=model)
+    assert [k[1:] for k in model.null._responses] == [(None, None)]  # white noise: the shipped response
