@@ -62,14 +62,16 @@ SHIPPED_CUBES = 128
 #: At most this many noise cubes per forward pass while measuring (the CPU batch), whatever the map's batch.
 MEASURE_BATCH = 8
 _META = "meta"
-#: Radial frequency bins (cycles per voxel of the working grid) of a noise colour: 16 of 1/32 up to Nyquist.
-COLOUR_EDGES = np.linspace(0.0, 0.5, 17)
+#: Radial frequency bins (cycles per voxel of the working grid) of a noise colour: 1/32 wide up to the box's
+#: corners (sqrt(3) / 2), so the corners beyond Nyquist on one axis have their own bins.
+COLOUR_EDGES = np.arange(29) / 32.0
 #: A bin with fewer Fourier coefficients than this (the innermost, on small maps) takes its neighbour's value.
 COLOUR_MIN_COEFFICIENTS = 64
 #: A colour is measured from at least this share of the map (solvent voxels); less: the band's white noise.
 COLOUR_MIN_SOLVENT = 0.1
-#: Quantisation of a colour (log2 of power): half steps, so nearby maps share one response, and its range.
-COLOUR_STEP, COLOUR_FLOOR, COLOUR_CEIL = 0.5, -16, 8
+#: Quantisation of a colour (log2 of power): half steps, so nearby maps share one response, and its range
+#: (below 1/256 of the in-band mean the noise holds nothing the network would notice: one value, one key).
+COLOUR_STEP, COLOUR_FLOOR, COLOUR_CEIL = 0.5, -8, 8
 #: Environment variable naming the cache folder of band-limited null responses ("" or "off": no cache).
 CACHE_ENV = "DEEPEMHANCER_CACHE"
 
@@ -239,9 +241,12 @@ def colour_amplitude(colour: tuple[int, ...], radius: npt.ArrayLike) -> npt.NDAr
 def noise_colour(norm: npt.NDArray[np.float32], band: Band = None) -> Colour:
     """The radial power spectrum of a normalised map's solvent noise on the working grid, as a null
     response is measured with it: per bin of :data:`COLOUR_EDGES`, log2 of the power over the mean power of
-    the bins inside the band (``band``'s narrowest axis), in :data:`COLOUR_STEP` steps. None when the noise
-    is white there (every in-band bin rounds to the mean: the band's white noise is what the map holds), when
-    the solvent is under :data:`COLOUR_MIN_SOLVENT` of the map or flat (masked).
+    the bins inside the band, in :data:`COLOUR_STEP` steps. Only Fourier coefficients inside ``band``'s box
+    (``|f_i| <= 0.5 band_i``, what :func:`_band_noise` keeps) are averaged; bins with none there, or too few
+    (:data:`COLOUR_MIN_COEFFICIENTS`: the innermost on small maps), take their neighbour's value. None when the
+    noise is white (every bin wholly inside the band rounds to the mean: the band's white noise is what the map
+    holds), when the
+    solvent is under :data:`COLOUR_MIN_SOLVENT` of the map or flat (masked).
 
     The solvent (:func:`normalize.solvent_voxels`) is weighted by a smooth window (the mask blurred by 2
     voxels) before the Fourier transform, so that its edges do not spread power across frequencies.
@@ -256,40 +261,50 @@ def noise_colour(norm: npt.NDArray[np.float32], band: Band = None) -> Colour:
     solvent = solvent_voxels(data)
     if np.count_nonzero(solvent) < COLOUR_MIN_SOLVENT * data.size:
         return None
-    window = ndimage.gaussian_filter(solvent.astype(np.float32), 2.0, mode="wrap")
-    values = data[solvent]
-    if not float(np.std(values)) > 0:
+    mean = float(np.mean(data, where=solvent, dtype=np.float64))
+    if not float(np.std(data, where=solvent, dtype=np.float64)) > 0:
         return None
-    centred = (data - np.float32(np.mean(values))) * window
-    del window
+    centred = ndimage.gaussian_filter(solvent.astype(np.float32), 2.0, mode="wrap", output=np.float32)
+    del solvent
+    centred *= data - np.float32(mean)  # the window times the solvent-centred map; one temporary
     spec = scipy.fft.rfftn(centred, workers=-1)  # complex64 for float32 input
     del centred
+    return _colour_of(spec, data.shape, band)
+
+
+def _colour_of(spec: np.ndarray, shape: tuple[int, ...], band: Band) -> Colour:
+    """:func:`noise_colour` from the ``rfftn`` of the windowed solvent, one plane at a time (no volume-sized
+    frequency arrays)."""
     bins = len(COLOUR_EDGES) - 1
     sums, counts = np.zeros(bins), np.zeros(bins, np.int64)
-    fz, fy, fx = axis_frequencies(data.shape, 1.0)
-    plane_r2 = fy.reshape(-1, 1) ** 2 + fx.reshape(1, -1) ** 2
-    for k, f in enumerate(np.ravel(fz)):  # one plane at a time: no volume-sized frequency arrays
+    limits = [0.5 * b + 1e-9 for b in (band or (1.0, 1.0, 1.0))[:3]]
+    fz, fy, fx = (np.ravel(f) for f in axis_frequencies(shape, 1.0))
+    in_plane = (np.abs(fy)[:, None] <= limits[1]) & (np.abs(fx)[None, :] <= limits[2])
+    plane_r2 = fy[:, None] ** 2 + fx[None, :] ** 2
+    for k, f in enumerate(fz):
+        if abs(f) > limits[0]:
+            continue
         radius = np.sqrt(plane_r2 + f * f)
         which = np.clip(np.digitize(radius, COLOUR_EDGES) - 1, 0, bins - 1)
-        which[radius == 0] = bins  # the mean: not noise
-        sums += np.bincount(which.ravel(), (np.abs(spec[k]) ** 2).ravel().astype(np.float64), minlength=bins + 1)[:bins]
+        which[(radius == 0) | ~in_plane] = bins  # the mean is not noise; outside the band nothing is kept
+        power = (np.abs(spec[k]) ** 2).astype(np.float64)
+        sums += np.bincount(which.ravel(), power.ravel(), minlength=bins + 1)[:bins]
         counts += np.bincount(which.ravel(), minlength=bins + 1)[:bins]
-    del spec
     valid = counts >= COLOUR_MIN_COEFFICIENTS
-    edge = 0.5 * (min(band[:3]) if band is not None else 1.0)
-    inside = valid & (COLOUR_EDGES[1:] <= edge + 1e-9)
-    if not inside.any():
+    if not valid.any():
         return None
-    mean = sums / np.maximum(counts, 1)
-    reference = mean[inside].mean()
+    level = sums / np.maximum(counts, 1)
+    inside = valid & (COLOUR_EDGES[1:] <= min(limits) + 1e-9)  # bins wholly inside the band: the reference
+    reference = level[inside].mean() if inside.any() else level[valid].mean()
     if not reference > 0:
         return None
-    log2 = np.log2(np.maximum(mean / reference, 2.0 ** COLOUR_FLOOR))
-    first = int(np.argmax(valid))
-    log2[:first] = log2[first]  # the innermost bins hold too few coefficients: their outer neighbour's value
+    log2 = np.log2(np.maximum(level / reference, 2.0 ** COLOUR_FLOOR))
+    index = np.flatnonzero(valid)
+    nearest = index[np.abs(np.arange(bins)[:, None] - index[None, :]).argmin(axis=1)]
+    log2 = log2[nearest]  # bins with too few coefficients, or none in the band: their nearest valid bin's
     steps = np.clip(np.round(log2 / COLOUR_STEP), COLOUR_FLOOR / COLOUR_STEP, COLOUR_CEIL / COLOUR_STEP)
-    if not np.any(steps[inside]):
-        return None
+    if not np.any(steps[inside if inside.any() else valid]):
+        return None  # white inside the band: the band's own white noise (its corners as resampling leaves them)
     return tuple(int(q) for q in steps)
 
 

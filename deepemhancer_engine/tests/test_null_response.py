@@ -323,7 +323,8 @@ def test_noise_colour_of_white_rising_masked_and_crowded_maps():
 
 
 def test_coloured_null_noise_follows_the_colour():
-    colour = tuple([0] * 8 + [4] * 8)  # 4x the power (4 half steps of log2) in the outer bins
+    bins = len(nullresponse.COLOUR_EDGES) - 1
+    colour = tuple([0] * 8 + [4] * (bins - 8))  # 4x the power (4 half steps of log2) beyond 1/4 cycle/voxel
     cubes = nullresponse._band_noise(np.random.default_rng(0), 4, 32, None, 0.1, colour)
     np.testing.assert_allclose(cubes.std(axis=(1, 2, 3)), 0.1, rtol=1e-5)
     power = np.abs(np.fft.fftn(cubes, axes=(1, 2, 3))) ** 2
@@ -360,6 +361,34 @@ def test_coloured_responses_cached_under_their_colour(tmp_path, tiny_weights):
     found, where = store.get(8, "float32", None, (0, 1, 2))
     np.testing.assert_allclose(found, response, rtol=1e-3)
     assert "-c0.1.2-" in where and store.get(8, "float32", None, (0, 1, 3))[0] is None
+    # a shipped (white) response is never handed out for a colour
+    shipped = nullresponse.NullStore(tiny_weights, "ab" * 32, 0.1, cache=tmp_path / "empty")
+    shipped.shipped[(8, "float32")] = response
+    assert shipped.get(8, "float32", None)[0] is response
+    assert shipped.get(8, "float32", None, (0, 1, 2))[0] is None
+
+
+def test_colour_of_a_resampled_map_is_measured_inside_its_band():
+    """A 2 A map of rising noise on the 1 A working grid holds nothing beyond half the Nyquist frequency on
+    each axis; the colour is measured on what the band keeps, so the null noise (band x colour) has the map's
+    share of power in the band's corners (beyond the inscribed sphere), not less."""
+    from deepemhancer_engine.noisegen import coloured_noise
+    from deepemhancer_engine.resample import to_working_grid
+
+    band = (0.5, 0.5, 0.5)
+    work = to_working_grid(coloured_noise((40, 40, 40), (2.0,) * 3, "rising", 9), (2.0,) * 3, target=1.0)[0]
+    colour = nullresponse.noise_colour(work, band)
+    assert colour is not None
+    noise = nullresponse._band_noise(np.random.default_rng(1), 2, 80, band, 0.1, colour)
+
+    def corner_share(a):
+        power = np.abs(np.fft.fftn(a, axes=(-3, -2, -1))) ** 2
+        f = np.fft.fftfreq(a.shape[-1])
+        radius = np.sqrt(sum(g * g for g in np.meshgrid(f, f, f, indexing="ij")))
+        return float(power[..., radius > 0.25].sum() / power.sum())
+
+    assert corner_share(noise) == pytest.approx(corner_share(work), abs=0.06)  # measured 0.69 and 0.66
+    assert corner_share(work) > 0.5
 
 
 def test_unconditioned_maps_get_their_noise_colour_conditioned_maps_the_band(tiny_weights, monkeypatch):
@@ -378,4 +407,4 @@ def test_unconditioned_maps_get_their_noise_colour_conditioned_maps_the_band(tin
     assert [k[1:] for k in model.null._responses] == [((1.0, 1.0, 1.0, 6.0), None)]
     model.null._responses.clear()
     enhance(np.random.default_rng(8).normal(0, 1, (40, 40, 40)).astype(np.float32), 1.0, config=config, model=model)
-    assert [k[1:] for k in model.null._responses] == [(None, None)]  # white noise: the shipped response
+    assert [k[1:] for k in model.null._responses] == [(None, None)]  # white noise: the white response
