@@ -245,8 +245,7 @@ def noise_colour(norm: npt.NDArray[np.float32], band: Band = None) -> Colour:
     (``|f_i| <= 0.5 band_i``, what :func:`_band_noise` keeps) are averaged; bins with none there, or too few
     (:data:`COLOUR_MIN_COEFFICIENTS`: the innermost on small maps), take their neighbour's value. None when the
     noise is white (every bin wholly inside the band rounds to the mean: the band's white noise is what the map
-    holds), when the
-    solvent is under :data:`COLOUR_MIN_SOLVENT` of the map or flat (masked).
+    holds), when the solvent is under :data:`COLOUR_MIN_SOLVENT` of the map or flat (masked).
 
     The solvent (:func:`normalize.solvent_voxels`) is weighted by a smooth window (the mask blurred by 2
     voxels) before the Fourier transform, so that its edges do not spread power across frequencies.
